@@ -1,1 +1,35 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, one module per subcommand.
+//!
+//! - `cargo xtask bench data [--json] [--step-ms MS]`: data-pipeline throughput (see `bench.rs`).
+//!
+//! Tidy checks of the source tree live in `tidy.rs` and run under `cargo test`.
+
+mod bench;
+#[cfg(test)]
+mod tidy;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: cargo xtask bench data [--json] [--step-ms MS]";
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task {other:?}\n{USAGE}"),
+    }
+}

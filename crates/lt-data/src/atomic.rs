@@ -23,11 +23,7 @@ impl AtomicFile {
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).at(dir)?;
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = dir.join(format!(
-            ".{name}.{}.{}.part",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let temp = dir.join(format!(".{name}.{}.{}.part", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let file = File::create(&temp).at(&temp)?;
         Ok(AtomicFile { temp, dest: dest.to_path_buf(), file: Some(file) })
     }

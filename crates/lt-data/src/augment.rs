@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::rng::Rng;
 use crate::source::ImageView;
-use crate::Error;
 
 /// What is done to each example before normalization.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::Error;
 use crate::mmap::Mapped;
 use crate::source::{ImageSource, ImageView};
-use crate::Error;
 
 /// Bytes of pixels in one record.
 pub const PIXELS: usize = 3 * 32 * 32;
@@ -71,7 +71,12 @@ impl ImageSource for CifarSource {
         let (file, offset, local) = self.record(i);
         let label = u32::from(file.bytes()[offset]);
         if label >= self.classes {
-            return Err(Error::LabelOutOfRange { path: file.path().into(), index: local as u64, label, classes: self.classes });
+            return Err(Error::LabelOutOfRange {
+                path: file.path().into(),
+                index: local as u64,
+                label,
+                classes: self.classes,
+            });
         }
         Ok(label)
     }
@@ -122,7 +127,10 @@ mod tests {
         let bytes = std::fs::read(&a).unwrap();
         std::fs::write(&a, &bytes[..bytes.len() - 100]).unwrap();
         let err = CifarSource::open(std::slice::from_ref(&a), 10).unwrap_err().to_string();
-        assert!(err.contains("test_batch.bin") && err.contains("3073-byte records") && err.contains("found 6046"), "{err}");
+        assert!(
+            err.contains("test_batch.bin") && err.contains("3073-byte records") && err.contains("found 6046"),
+            "{err}"
+        );
     }
 
     #[test]

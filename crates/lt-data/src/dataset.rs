@@ -14,7 +14,7 @@ use crate::manifest::{Format, Manifest};
 use crate::rng::Rng;
 use crate::shards::ShardSource;
 use crate::source::ImageSource;
-use crate::{gz, Error};
+use crate::{Error, gz};
 
 /// One split of a dataset, ready for random access.
 #[derive(Debug)]
@@ -141,7 +141,10 @@ impl Dataset {
 
     fn check_index(&self, i: usize) -> Result<(), Error> {
         if i >= self.len {
-            return Err(Error::Config(format!("example {i} is past the end of {} {} ({})", self.manifest.name, self.split, self.len)));
+            return Err(Error::Config(format!(
+                "example {i} is past the end of {} {} ({})",
+                self.manifest.name, self.split, self.len
+            )));
         }
         Ok(())
     }
@@ -182,11 +185,8 @@ impl Dataset {
         let per = c * h * w;
         let mut pixels = vec![0f32; indices.len() * per];
         let mut labels = vec![0u32; indices.len()];
-        pixels
-            .par_chunks_mut(per.max(1))
-            .zip(labels.par_iter_mut())
-            .zip(indices.par_iter())
-            .try_for_each(|((out, label), &i)| -> Result<(), Error> {
+        pixels.par_chunks_mut(per.max(1)).zip(labels.par_iter_mut()).zip(indices.par_iter()).try_for_each(
+            |((out, label), &i)| -> Result<(), Error> {
                 let view = self.image(i as usize)?;
                 if (view.height, view.width) != (h as u32, w as u32) && transform.augment == Augment::None {
                     return Err(Error::Format {
@@ -198,7 +198,8 @@ impl Dataset {
                 }
                 *label = self.source.label(i as usize)?;
                 transform.apply(&view, &mut rng_of(i), out)
-            })?;
+            },
+        )?;
         let n = indices.len();
         Ok(Batch {
             images: Tensor::from_vec(pixels, (n, c, h, w), device)?,
@@ -212,7 +213,13 @@ impl Dataset {
         if batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
-        Ok(EvalBatches { dataset: self.clone(), transform: self.eval_transform()?, batch_size, next: 0, device: device.clone() })
+        Ok(EvalBatches {
+            dataset: self.clone(),
+            transform: self.eval_transform()?,
+            batch_size,
+            next: 0,
+            device: device.clone(),
+        })
     }
 }
 
@@ -242,7 +249,11 @@ impl Iterator for EvalBatches {
 
 /// Finds the first candidate folder holding every file of `split`, returning the files' paths
 /// (IDX files may be raw or `.gz`; files may also sit in the manifest's `subdirs`).
-pub fn locate_split(manifest: &Manifest, split: &str, locations: &Locations) -> Result<(Origin, PathBuf, Vec<PathBuf>), Error> {
+pub fn locate_split(
+    manifest: &Manifest,
+    split: &str,
+    locations: &Locations,
+) -> Result<(Origin, PathBuf, Vec<PathBuf>), Error> {
     let wanted = &manifest.split(split)?.files;
     let mut searched = Vec::new();
     let mut first_missing = None;

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use flate2::read::GzDecoder;
 
 use crate::atomic::AtomicFile;
-use crate::checksum::{digest_file, digest_reader, Digests, Hasher};
+use crate::checksum::{Digests, Hasher, digest_file, digest_reader};
 use crate::error::{Error, IoContext};
 use crate::gz::is_gzip;
 use crate::manifest::{Manifest, RemoteFile};
@@ -70,7 +70,12 @@ pub enum FetchEvent<'a> {
 }
 
 /// Fetches every published file of `manifest` into `dest`, verifying each, and unpacks archives.
-pub fn fetch(manifest: &Manifest, dest: &Path, options: &FetchOptions, on_event: &mut dyn FnMut(FetchEvent<'_>)) -> Result<(), Error> {
+pub fn fetch(
+    manifest: &Manifest,
+    dest: &Path,
+    options: &FetchOptions,
+    on_event: &mut dyn FnMut(FetchEvent<'_>),
+) -> Result<(), Error> {
     let downloadable: Vec<&RemoteFile> = manifest.files.iter().filter(|f| !f.urls.is_empty()).collect();
     if downloadable.is_empty() {
         return Err(Error::Config(format!(
@@ -80,6 +85,9 @@ pub fn fetch(manifest: &Manifest, dest: &Path, options: &FetchOptions, on_event:
         )));
     }
     std::fs::create_dir_all(dest).at(dest)?;
+    // Every file is tried even when one fails, so that one fetch gets all that can be had;
+    // the first failure is returned at the end (each one was reported as it happened).
+    let mut first_failure = None;
     for file in downloadable {
         let path = dest.join(&file.name);
         if path.is_file() && check_published(file, &path)?.is_ok() {
@@ -104,14 +112,15 @@ pub fn fetch(manifest: &Manifest, dest: &Path, options: &FetchOptions, on_event:
                 }
             }
             if !failures.is_empty() {
-                return Err(Error::FetchFailed { file: file.name.clone(), failures });
+                first_failure.get_or_insert(Error::FetchFailed { file: file.name.clone(), failures });
+                continue;
             }
         }
         if !file.members.is_empty() && file.members.iter().any(|m| !dest.join(m).is_file()) {
             extract(&path, dest, &file.members, on_event)?;
         }
     }
-    Ok(())
+    first_failure.map_or(Ok(()), Err)
 }
 
 fn download(url: &str, file: &RemoteFile, dest: &Path, on_event: &mut dyn FnMut(FetchEvent<'_>)) -> Result<(), Error> {
@@ -167,7 +176,12 @@ fn check_published(file: &RemoteFile, path: &Path) -> Result<Result<(), String>,
     Ok(mismatch(file, &d).map_or(Ok(()), Err))
 }
 
-fn extract(archive: &Path, dest: &Path, members: &[String], on_event: &mut dyn FnMut(FetchEvent<'_>)) -> Result<(), Error> {
+fn extract(
+    archive: &Path,
+    dest: &Path,
+    members: &[String],
+    on_event: &mut dyn FnMut(FetchEvent<'_>),
+) -> Result<(), Error> {
     let refuse = |member: String, reason| Error::ArchiveMember { archive: archive.into(), member, reason };
     let reader = std::fs::File::open(archive).at(archive)?;
     let mut tar = tar::Archive::new(GzDecoder::new(reader));
@@ -198,7 +212,12 @@ fn extract(archive: &Path, dest: &Path, members: &[String], on_event: &mut dyn F
         found.push(name);
     }
     if let Some(missing) = members.iter().find(|m| !found.contains(m) && !dest.join(m).is_file()) {
-        return Err(Error::Format { path: archive.into(), what: "archive members", expected: missing.clone(), found: "no such member".into() });
+        return Err(Error::Format {
+            path: archive.into(),
+            what: "archive members",
+            expected: missing.clone(),
+            found: "no such member".into(),
+        });
     }
     Ok(())
 }
@@ -275,7 +294,10 @@ fn verify_file(file: &RemoteFile, dir: &Path) -> Result<FileStatus, Error> {
             return Ok(if raw_matches(raw, &d) {
                 FileStatus::RawOk
             } else {
-                FileStatus::Mismatch(format!("{}: decompressed content differs from the published one", raw_path.display()))
+                FileStatus::Mismatch(format!(
+                    "{}: decompressed content differs from the published one",
+                    raw_path.display()
+                ))
             });
         }
     }

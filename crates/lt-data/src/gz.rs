@@ -92,9 +92,9 @@ mod tests {
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
-        let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
-        rd.flatten()
-            .flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] })
-            .collect()
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return vec![];
+        };
+        rd.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
     }
 }

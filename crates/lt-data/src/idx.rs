@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::Error;
 use crate::mmap::Mapped;
 use crate::source::{ImageSource, ImageView};
-use crate::Error;
 
 const TYPE_U8: u8 = 0x08;
 
@@ -23,9 +23,15 @@ pub struct IdxHeader {
 /// Parses and checks the header of an unsigned-byte IDX file with `ndims` dimensions, and checks
 /// that the file's length is exactly what the header promises.
 pub fn parse_header(bytes: &[u8], path: &Path, ndims: u8) -> Result<IdxHeader, Error> {
-    let format = |what, expected: String, found: String| Error::Format { path: path.to_path_buf(), what, expected, found };
+    let format =
+        |what, expected: String, found: String| Error::Format { path: path.to_path_buf(), what, expected, found };
     if bytes.len() < 4 {
-        return Err(Error::Size { path: path.into(), what: "IDX header".into(), expected: 4, found: bytes.len() as u64 });
+        return Err(Error::Size {
+            path: path.into(),
+            what: "IDX header".into(),
+            expected: 4,
+            found: bytes.len() as u64,
+        });
     }
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let expected_magic = ((TYPE_U8 as u32) << 8) | ndims as u32;
@@ -96,7 +102,12 @@ impl IdxSource {
         if let Some((index, &label)) =
             labels.bytes()[lh.data_offset..].iter().enumerate().find(|(_, l)| u32::from(**l) >= classes)
         {
-            return Err(Error::LabelOutOfRange { path: labels_path.into(), index: index as u64, label: label.into(), classes });
+            return Err(Error::LabelOutOfRange {
+                path: labels_path.into(),
+                index: index as u64,
+                label: label.into(),
+                classes,
+            });
         }
         Ok(IdxSource {
             count: ih.dims[0] as usize,
@@ -118,7 +129,12 @@ impl ImageSource for IdxSource {
     fn image(&self, i: usize) -> Result<ImageView<'_>, Error> {
         let size = (self.rows * self.cols) as usize;
         let start = self.image_offset + i * size;
-        Ok(ImageView { data: &self.images.bytes()[start..start + size], channels: 1, height: self.rows, width: self.cols })
+        Ok(ImageView {
+            data: &self.images.bytes()[start..start + size],
+            channels: 1,
+            height: self.rows,
+            width: self.cols,
+        })
     }
 
     fn label(&self, i: usize) -> Result<u32, Error> {
@@ -169,7 +185,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (i, l) = fixture(dir.path(), 2, &[1, 2]);
         let err = IdxSource::open(&l, &i, 10).unwrap_err().to_string();
-        assert!(err.contains("lab") && err.contains("magic number") && err.contains("0x00000803") && err.contains("0x00000801"), "{err}");
+        assert!(
+            err.contains("lab")
+                && err.contains("magic number")
+                && err.contains("0x00000803")
+                && err.contains("0x00000801"),
+            "{err}"
+        );
     }
 
     #[test]

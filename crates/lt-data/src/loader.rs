@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use candle_core::Device;
 
+use crate::Error;
 use crate::augment::Transform;
 use crate::dataset::{Batch, Dataset};
 use crate::order::DataOrder;
-use crate::Error;
 
 /// Produces the training batch of any iteration t. Keeps the current epoch's permutation, so
 /// drawing consecutive iterations costs one shuffle per epoch; jumping to any t costs one shuffle.

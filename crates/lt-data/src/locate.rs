@@ -78,10 +78,6 @@ impl Locations {
 
     /// Locations with everything under one folder (for tests): no system folder is searched.
     pub fn isolated(root: &Path) -> Self {
-        Locations {
-            data_dir: Some(root.join("data")),
-            system_dir: root.join("system"),
-            cache_dir: root.join("cache"),
-        }
+        Locations { data_dir: Some(root.join("data")), system_dir: root.join("system"), cache_dir: root.join("cache") }
     }
 }

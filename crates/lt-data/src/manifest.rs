@@ -192,7 +192,11 @@ impl Manifest {
         let bad = |message: String| Err(Error::Manifest { name: origin.into(), message });
         let channels = self.shape[0] as usize;
         if self.mean.len() != channels || self.std.len() != channels {
-            return bad(format!("shape has {channels} channels but mean/std have {}/{}", self.mean.len(), self.std.len()));
+            return bad(format!(
+                "shape has {channels} channels but mean/std have {}/{}",
+                self.mean.len(),
+                self.std.len()
+            ));
         }
         if self.num_classes() == 0 {
             return bad("no classes: give `classes` or `num_classes`".into());
@@ -209,12 +213,19 @@ impl Manifest {
                 Format::Cifar10 | Format::Shards => 1,
             };
             if split.files.len() < needed || (self.format == Format::Idx && split.files.len() != 2) {
-                return bad(format!("split {name} lists {} files; format {:?} needs {needed}", split.files.len(), self.format));
+                return bad(format!(
+                    "split {name} lists {} files; format {:?} needs {needed}",
+                    split.files.len(),
+                    self.format
+                ));
             }
         }
         for file in &self.files {
             let hexes = [(&file.md5, 32), (&file.sha256, 64)];
-            if hexes.iter().any(|(h, n)| h.as_ref().is_some_and(|h| h.len() != *n || !h.bytes().all(|b| b.is_ascii_hexdigit()))) {
+            if hexes
+                .iter()
+                .any(|(h, n)| h.as_ref().is_some_and(|h| h.len() != *n || !h.bytes().all(|b| b.is_ascii_hexdigit())))
+            {
                 return bad(format!("file {}: a checksum is not lowercase hex of the right length", file.name));
             }
             if file.name.contains('/') || file.name.contains("..") {

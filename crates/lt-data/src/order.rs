@@ -7,8 +7,8 @@
 //! This is the object the paper's stability definitions quantify over: "the same data order u" is
 //! the same `DataOrder`, "a different data order u'" is another seed.
 
-use crate::rng::{key, Rng};
 use crate::Error;
+use crate::rng::{Rng, key};
 
 const DOMAIN_PERMUTATION: u64 = 1;
 const DOMAIN_AUGMENT: u64 = 2;
@@ -76,11 +76,7 @@ impl DataOrder {
 
     /// Batches per epoch.
     pub fn iterations_per_epoch(&self) -> usize {
-        if self.drop_last {
-            self.examples / self.batch_size
-        } else {
-            self.examples.div_ceil(self.batch_size)
-        }
+        if self.drop_last { self.examples / self.batch_size } else { self.examples.div_ceil(self.batch_size) }
     }
 
     /// The epoch and in-epoch batch index of iteration `t` (zero-based).

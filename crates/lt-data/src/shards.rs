@@ -85,7 +85,12 @@ pub struct PackReport {
 /// a pack; every file is written under a temporary name and renamed when complete, and the index
 /// last, so an interrupted pack is never mistaken for a finished one. `progress(done, total)` is
 /// called as images are packed.
-pub fn pack_imagenet(src: &Path, out: &Path, options: &PackOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<PackReport, Error> {
+pub fn pack_imagenet(
+    src: &Path,
+    out: &Path,
+    options: &PackOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<PackReport, Error> {
     if options.short_side == 0 || options.shard_images == 0 {
         return Err(Error::Config("short side and images per shard must be positive".into()));
     }
@@ -96,7 +101,12 @@ pub fn pack_imagenet(src: &Path, out: &Path, options: &PackOptions, progress: &(
     let train = src.join("train");
     let classes = class_folders(&train)?;
     if classes.is_empty() {
-        return Err(Error::Format { path: train, what: "class folders", expected: "at least one <wnid>/ folder".into(), found: "none".into() });
+        return Err(Error::Format {
+            path: train,
+            what: "class folders",
+            expected: "at least one <wnid>/ folder".into(),
+            found: "none".into(),
+        });
     }
     let mut work = Vec::new();
     for split in &options.splits {
@@ -168,17 +178,16 @@ fn class_folders(dir: &Path) -> Result<Vec<String>, Error> {
 /// Decodes an image, converts it to RGB and resizes it so the shorter side is `short`; returns CHW bytes.
 fn decode(path: &Path, short: u32) -> Result<(Vec<u8>, u32, u32), Error> {
     let image_err = |e: image::ImageError| Error::Image { path: path.into(), message: e.to_string() };
-    let img = image::ImageReader::open(path)
-        .at(path)?
-        .with_guessed_format()
-        .at(path)?
-        .decode()
-        .map_err(image_err)?
-        .to_rgb8();
+    let img =
+        image::ImageReader::open(path).at(path)?.with_guessed_format().at(path)?.decode().map_err(image_err)?.to_rgb8();
     let (w, h) = img.dimensions();
     let s = short as f64 / w.min(h) as f64;
     let (nw, nh) = (((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1));
-    let img = if (nw, nh) == (w, h) { img } else { image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle) };
+    let img = if (nw, nh) == (w, h) {
+        img
+    } else {
+        image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
+    };
     let plane = (nw * nh) as usize;
     let mut chw = vec![0u8; 3 * plane];
     for (i, px) in img.pixels().enumerate() {
@@ -282,21 +291,42 @@ fn parse_shard(map: &Mapped, classes: u32) -> Result<Vec<Entry>, Error> {
     let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let version = u32_at(8);
     if version != VERSION {
-        return Err(Error::Format { path: path.into(), what: "shard version", expected: VERSION.to_string(), found: version.to_string() });
+        return Err(Error::Format {
+            path: path.into(),
+            what: "shard version",
+            expected: VERSION.to_string(),
+            found: version.to_string(),
+        });
     }
     let count = u32_at(12) as usize;
     let table_end = HEADER + ENTRY * count;
     if bytes.len() < table_end {
-        return Err(Error::Size { path: path.into(), what: format!("offset table of {count} images"), expected: table_end as u64, found: bytes.len() as u64 });
+        return Err(Error::Size {
+            path: path.into(),
+            what: format!("offset table of {count} images"),
+            expected: table_end as u64,
+            found: bytes.len() as u64,
+        });
     }
     (0..count)
         .map(|i| {
             let o = HEADER + ENTRY * i;
             let offset = u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or_default()) as usize;
-            let e = Entry { offset, height: u32_at(o + 8), width: u32_at(o + 12), label: u32_at(o + 16), channels: u32_at(o + 20) };
+            let e = Entry {
+                offset,
+                height: u32_at(o + 8),
+                width: u32_at(o + 12),
+                label: u32_at(o + 16),
+                channels: u32_at(o + 20),
+            };
             let end = e.offset as u64 + e.channels as u64 * e.height as u64 * e.width as u64;
             if e.offset < table_end || end > bytes.len() as u64 || e.height == 0 || e.width == 0 || e.channels != 3 {
-                return Err(Error::Size { path: path.into(), what: format!("image {i} ({}x{}x{} at {})", e.channels, e.height, e.width, e.offset), expected: end, found: bytes.len() as u64 });
+                return Err(Error::Size {
+                    path: path.into(),
+                    what: format!("image {i} ({}x{}x{} at {})", e.channels, e.height, e.width, e.offset),
+                    expected: end,
+                    found: bytes.len() as u64,
+                });
             }
             if e.label >= classes {
                 return Err(Error::LabelOutOfRange { path: path.into(), index: i as u64, label: e.label, classes });
@@ -314,7 +344,12 @@ impl ImageSource for ShardSource {
     fn image(&self, i: usize) -> Result<ImageView<'_>, Error> {
         let (s, e) = self.entries[i];
         let n = (e.channels * e.height * e.width) as usize;
-        Ok(ImageView { data: &self.shards[s as usize].bytes()[e.offset..e.offset + n], channels: e.channels, height: e.height, width: e.width })
+        Ok(ImageView {
+            data: &self.shards[s as usize].bytes()[e.offset..e.offset + n],
+            channels: e.channels,
+            height: e.height,
+            width: e.width,
+        })
     }
 
     fn label(&self, i: usize) -> Result<u32, Error> {
@@ -338,7 +373,9 @@ mod tests {
                 std::fs::create_dir_all(&dir).unwrap();
                 for i in 0..n {
                     let (w, h) = (40 + 8 * i, 30 + 4 * c as u32);
-                    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x as u8).wrapping_mul(5), (y as u8).wrapping_mul(7), 100 + c as u8 * 50]));
+                    let img = image::RgbImage::from_fn(w, h, |x, y| {
+                        image::Rgb([(x as u8).wrapping_mul(5), (y as u8).wrapping_mul(7), 100 + c as u8 * 50])
+                    });
                     img.save(dir.join(format!("img_{i}.JPEG"))).unwrap();
                 }
             }
@@ -388,7 +425,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         tree(&dir.path().join("src"));
         let out = dir.path().join("packed");
-        pack_imagenet(&dir.path().join("src"), &out, &PackOptions { short_side: 16, ..Default::default() }, &|_, _| {}).unwrap();
+        pack_imagenet(&dir.path().join("src"), &out, &PackOptions { short_side: 16, ..Default::default() }, &|_, _| {})
+            .unwrap();
         let shard = out.join("train-00000.ltshard");
         let bytes = std::fs::read(&shard).unwrap();
         std::fs::write(&shard, &bytes[..bytes.len() - 10]).unwrap();

@@ -1,0 +1,136 @@
+//! `lt data ...` on real files, broken files and a local HTTP server.
+
+use std::collections::HashMap;
+
+use crate::http_server::Server;
+use crate::{Sandbox, shared_datasets, stderr, stdout};
+
+#[test]
+fn info_finds_fashion_mnist_from_the_debian_package() {
+    let sb = Sandbox::new();
+    let o = sb.lt(&["data", "info", "fashion-mnist"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("split train: 60000 examples, found in /usr/share/datasets/fashion-mnist"), "{out}");
+    assert!(out.contains("split test: 10000 examples"), "{out}");
+    assert!(out.contains("t10k-images-idx3-ubyte.gz: ok"), "{out}");
+}
+
+#[test]
+fn list_shows_partial_datasets() {
+    let sb = Sandbox::new();
+    let o = sb.lt(&["--data-dir", shared_datasets().to_str().unwrap(), "data", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mnist = out.lines().find(|l| l.starts_with("mnist")).unwrap();
+    assert!(mnist.contains("test:") && !mnist.contains("train:"), "{mnist}");
+    assert!(out.lines().any(|l| l.starts_with("cifar10") && l.ends_with("not found")), "{out}");
+}
+
+#[test]
+fn a_truncated_file_is_named_with_expected_and_found_sizes() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("data/fashion-mnist");
+    std::fs::create_dir_all(&dir).unwrap();
+    lt_data::write_idx(&dir.join("t10k-labels-idx1-ubyte"), &[3], &[1, 2, 3]).unwrap();
+    let images = dir.join("t10k-images-idx3-ubyte");
+    lt_data::write_idx(&images, &[3, 28, 28], &vec![0u8; 3 * 784]).unwrap();
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..1000]).unwrap();
+    let o = sb.lt(&["--data-dir", sb.path().join("data").to_str().unwrap(), "data", "info", "fashion-mnist"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("t10k-images-idx3-ubyte") && err.contains("expected 2368 bytes, found 1000"), "{err}");
+    assert_eq!(std::fs::read(&images).unwrap().len(), 1000, "nothing rewritten");
+}
+
+#[test]
+fn verify_reports_a_bad_cifar_label_and_fails() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("data/cifar10/cifar-10-batches-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let px = [7u8; lt_data::CIFAR_PIXELS];
+    for n in 1..=5 {
+        lt_data::write_cifar_batch(&dir.join(format!("data_batch_{n}.bin")), [(1, px), (2, px)]).unwrap();
+    }
+    lt_data::write_cifar_batch(&dir.join("test_batch.bin"), [(3, px), (11, px)]).unwrap();
+    let o = sb.lt(&["--data-dir", sb.path().join("data").to_str().unwrap(), "data", "verify", "cifar10"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("split train: 10 examples read"), "{out}");
+    assert!(out.contains("split test: BAD") && out.contains("test_batch.bin") && out.contains("label 11"), "{out}");
+}
+
+#[test]
+fn fetch_from_a_local_mirror_reports_a_404_and_keeps_what_was_verified() {
+    let sb = Sandbox::new();
+    let served: HashMap<String, Vec<u8>> =
+        ["train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+            .iter()
+            .map(|n| (n.to_string(), std::fs::read(shared_datasets().join("mnist").join(n)).unwrap()))
+            .collect();
+    let server = Server::start(served);
+    let data = sb.path().join("data");
+    let o = sb.lt(&["--data-dir", data.to_str().unwrap(), "data", "fetch", "mnist", "--mirror", &server.base]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("404"), "{err}");
+    // The missing file left nothing under its name (nor a temporary); the other three were fetched and verified.
+    let mut present: Vec<_> = std::fs::read_dir(data.join("mnist"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    present.sort();
+    assert_eq!(present, ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"]);
+    assert!(stdout(&o).contains("t10k-images-idx3-ubyte.gz: downloaded, checksum ok"), "{}", stdout(&o));
+    // ... and the test split is usable straight away.
+    let o = sb.lt(&["--data-dir", data.to_str().unwrap(), "data", "info", "mnist"]);
+    assert!(stdout(&o).contains("split test: 10000 examples"), "{}", stdout(&o));
+}
+
+#[test]
+fn fetch_refuses_a_corrupted_file_by_its_size_and_checksum() {
+    let sb = Sandbox::new();
+    let mut served: HashMap<String, Vec<u8>> =
+        ["train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+            .iter()
+            .map(|n| (n.to_string(), std::fs::read(shared_datasets().join("mnist").join(n)).unwrap()))
+            .collect();
+    // The train images are not on these machines: serve a corrupted stand-in to see the checksum refused.
+    served.insert("train-images-idx3-ubyte.gz".into(), b"not the real file".to_vec());
+    let server = Server::start(served);
+    let data = sb.path().join("data");
+    let o = sb.lt(&["--data-dir", data.to_str().unwrap(), "data", "fetch", "mnist", "--mirror", &server.base]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("size mismatch: expected 9912422 bytes, found 17"), "{}", stderr(&o));
+    assert!(!data.join("mnist/train-images-idx3-ubyte.gz").exists());
+}
+
+#[test]
+fn pack_imagenet_then_read_it_back() {
+    let sb = Sandbox::new();
+    let src = sb.path().join("tree");
+    for (split, n) in [("train", 2), ("val", 1)] {
+        for wnid in ["n01440764", "n01443537", "n01484850"] {
+            let dir = src.join(split).join(wnid);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                image::RgbImage::from_pixel(50, 40 + i, image::Rgb([10, 20, 30]))
+                    .save(dir.join(format!("{i}.JPEG")))
+                    .unwrap();
+            }
+        }
+    }
+    let out = sb.path().join("data/imagenet");
+    let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), out.to_str().unwrap(), "--short-side", "32"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("train: 6 images") && stdout(&o).contains("3 classes"), "{}", stdout(&o));
+    let o = sb.lt(&["--data-dir", sb.path().join("data").to_str().unwrap(), "data", "verify", "imagenet"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("split val: 3 examples read"), "{}", stdout(&o));
+    // Packing over an existing pack is refused.
+    let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+}
