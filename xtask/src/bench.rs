@@ -131,9 +131,8 @@ fn throughput(dataset: Arc<Dataset>, batch: usize, iters: u64) -> Result<f64> {
 /// Five training batch files of `per_file` records and a test file of `test` records, in the official layout.
 fn write_cifar(root: &Path, per_file: usize, test: usize) -> Result<()> {
     let dir = root.join("cifar10/cifar-10-batches-bin");
-    let record = |i: usize| -> (u8, [u8; CIFAR_PIXELS]) {
-        ((i % 10) as u8, std::array::from_fn(|p| (p * 7 + i * 13) as u8))
-    };
+    let record =
+        |i: usize| -> (u8, [u8; CIFAR_PIXELS]) { ((i % 10) as u8, std::array::from_fn(|p| (p * 7 + i * 13) as u8)) };
     for n in 1..=5 {
         lt_data::write_cifar_batch(&dir.join(format!("data_batch_{n}.bin")), (0..per_file).map(record))?;
     }
