@@ -1,4 +1,22 @@
-//! `lt-models` will own the networks of the paper (LeNet-300-100, CIFAR ResNet-20 and VGG-19, the
-//! ImageNet models) as named candle parameters, with the list of prunable tensors of each.
+//! `lt-models` owns the networks of the paper as candle modules whose parameters are named like
+//! PyTorch `state_dict` keys (`blocks.3.shortcut.0.weight`), and for each network the list of
+//! prunable tensors (conv and linear weights) and of output-layer tensors.
 //!
-//! Not built yet: see the training-engine issue. It will depend on `lt-data` only for input shapes.
+//! It does not own training, optimizers or masks: a [`Model`] is weights plus a forward pass.
+//! Initialization is this crate's own and deterministic: every tensor is drawn from
+//! `(seed, tensor name)`, so a model is a pure function of its name, input shape and seed.
+//!
+//! Networks: `mnist_lenet_N[_M...]` (fully connected, e.g. `mnist_lenet_300_100`),
+//! `cifar_resnet_D[_W]` (D = 6n+2; `cifar_resnet_20` is the paper's "ResNet-18"),
+//! `cifar_vgg_{11,13,16,19}`. Input channels, size and classes come from the dataset.
+
+mod error;
+mod init;
+mod lenet;
+mod model;
+mod resnet;
+mod vgg;
+
+pub use error::Error;
+pub use init::{BnWeightInit, InitConfig};
+pub use model::{InputSpec, Model, ParamKind};

@@ -1,0 +1,40 @@
+//! LeNet: fully connected ReLU layers (`fc_layers.i`) and an output layer (`fc`), as OpenLTH's `mnist_lenet`.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::model::{InputSpec, Net, Registry};
+use crate::Error;
+
+pub(crate) struct LeNet {
+    layers: Vec<Linear>,
+    fc: Linear,
+}
+
+impl LeNet {
+    pub fn new(hidden: &[usize], input: InputSpec, vb: VarBuilder, reg: &mut Registry) -> Result<Self, Error> {
+        let mut fan_in = input.channels * input.height * input.width;
+        let mut layers = Vec::new();
+        for (i, &h) in hidden.iter().enumerate() {
+            let vb = vb.pp("fc_layers").pp(i.to_string());
+            reg.linear(&vb, fan_in, true);
+            layers.push(candle_nn::linear(fan_in, h, vb)?);
+            fan_in = h;
+        }
+        let vb = vb.pp("fc");
+        reg.linear(&vb, fan_in, true);
+        reg.output_layer(&vb);
+        let fc = candle_nn::linear(fan_in, input.classes, vb)?;
+        Ok(LeNet { layers, fc })
+    }
+}
+
+impl Net for LeNet {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        let mut x = x.flatten_from(1)?;
+        for layer in &self.layers {
+            x = layer.forward(&x)?.relu()?;
+        }
+        self.fc.forward(&x)
+    }
+}

@@ -1,0 +1,95 @@
+//! The CIFAR ResNet of He et al. (2016) as OpenLTH builds it: a 3x3 conv + BatchNorm stem, three
+//! stages of basic blocks (widths W, 2W, 4W; the first block of stages 2 and 3 halves the size),
+//! 1x1 strided projection shortcuts, global average pooling and one linear layer.
+
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+use crate::model::{InputSpec, Net, Registry};
+use crate::Error;
+
+pub(crate) fn conv(vb: VarBuilder, reg: &mut Registry, c_in: usize, c_out: usize, k: usize, stride: usize, bias: bool) -> Result<Conv2d, Error> {
+    let cfg = Conv2dConfig { padding: k / 2, stride, ..Default::default() };
+    reg.linear(&vb, c_in * k * k, bias);
+    Ok(if bias { candle_nn::conv2d(c_in, c_out, k, cfg, vb)? } else { candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb)? })
+}
+
+pub(crate) fn bn(vb: VarBuilder, reg: &mut Registry, c: usize) -> Result<BatchNorm, Error> {
+    reg.batch_norm(&vb);
+    Ok(candle_nn::batch_norm(c, candle_nn::BatchNormConfig::default(), vb)?)
+}
+
+struct Block {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    shortcut: Option<(Conv2d, BatchNorm)>,
+}
+
+impl Block {
+    fn new(vb: VarBuilder, reg: &mut Registry, f_in: usize, f_out: usize, downsample: bool) -> Result<Self, Error> {
+        let stride = if downsample { 2 } else { 1 };
+        let shortcut = if downsample || f_in != f_out {
+            Some((conv(vb.pp("shortcut.0"), reg, f_in, f_out, 1, 2, false)?, bn(vb.pp("shortcut.1"), reg, f_out)?))
+        } else {
+            None
+        };
+        Ok(Block {
+            conv1: conv(vb.pp("conv1"), reg, f_in, f_out, 3, stride, false)?,
+            bn1: bn(vb.pp("bn1"), reg, f_out)?,
+            conv2: conv(vb.pp("conv2"), reg, f_out, f_out, 3, 1, false)?,
+            bn2: bn(vb.pp("bn2"), reg, f_out)?,
+            shortcut,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let out = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
+        let short = match &self.shortcut {
+            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            None => x.clone(),
+        };
+        (out + short)?.relu()
+    }
+}
+
+pub(crate) struct CifarResNet {
+    conv: Conv2d,
+    bn: BatchNorm,
+    blocks: Vec<Block>,
+    fc: Linear,
+}
+
+impl CifarResNet {
+    pub fn new(depth: usize, width: usize, input: InputSpec, vb: VarBuilder, reg: &mut Registry) -> Result<Self, Error> {
+        let n = (depth - 2) / 6;
+        let conv = conv(vb.pp("conv"), reg, input.channels, width, 3, 1, false)?;
+        let bn = bn(vb.pp("bn"), reg, width)?;
+        let mut blocks = Vec::new();
+        let mut current = width;
+        for (segment, filters) in [width, 2 * width, 4 * width].into_iter().enumerate() {
+            for b in 0..n {
+                let index = blocks.len().to_string();
+                blocks.push(Block::new(vb.pp("blocks").pp(index), reg, current, filters, segment > 0 && b == 0)?);
+                current = filters;
+            }
+        }
+        let fcv = vb.pp("fc");
+        reg.linear(&fcv, current, true);
+        reg.output_layer(&fcv);
+        let fc = candle_nn::linear(current, input.classes, fcv)?;
+        Ok(CifarResNet { conv, bn, blocks, fc })
+    }
+}
+
+impl Net for CifarResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut out = self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()?;
+        for block in &self.blocks {
+            out = block.forward_t(&out, train)?;
+        }
+        self.fc.forward(&out.mean((2, 3))?)
+    }
+}

@@ -1,0 +1,94 @@
+//! Parameter counts, names, prunable sets, shapes and determinism of the networks.
+
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use lt_models::{InitConfig, InputSpec, Model};
+
+const CIFAR: InputSpec = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
+const FASHION: InputSpec = InputSpec { channels: 1, height: 28, width: 28, classes: 10 };
+
+fn model(name: &str, input: InputSpec, seed: u64) -> Model {
+    Model::new(name, input, seed, InitConfig::default(), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn parameter_counts_match_the_paper_and_pytorch() {
+    // Counts of the PyTorch definitions in ../shared/bench/ref_torch.py (BatchNorm affine included).
+    assert_eq!(model("mnist_lenet_300_100", FASHION, 0).num_parameters(), 266_610);
+    assert_eq!(model("cifar_resnet_20", CIFAR, 0).num_parameters(), 272_474);
+    assert_eq!(model("cifar_resnet_56", CIFAR, 0).num_parameters(), 855_770);
+    assert_eq!(model("cifar_resnet_20", FASHION, 0).num_parameters(), 272_186);
+    assert_eq!(model("cifar_vgg_19", CIFAR, 0).num_parameters(), 20_040_522);
+}
+
+#[test]
+fn names_follow_pytorch_and_prunable_sets_exclude_the_output_layer() {
+    let lenet = model("mnist_lenet_300_100", FASHION, 0);
+    assert_eq!(lenet.prunable(), ["fc_layers.0.weight", "fc_layers.1.weight"]);
+    assert_eq!(lenet.output_layer(), ["fc.weight", "fc.bias"]);
+    let resnet = model("cifar_resnet_20", CIFAR, 0);
+    let prunable = resnet.prunable();
+    assert_eq!(prunable.len(), 1 + 18 + 2, "stem, 9 blocks x 2 convs, 2 projection shortcuts");
+    assert!(prunable.contains(&"blocks.3.shortcut.0.weight".to_string()));
+    let names: Vec<_> = resnet.tensors().into_iter().map(|(n, _, _)| n).collect();
+    assert!(names.contains(&"blocks.8.bn2.running_var".to_string()));
+    let vgg = model("cifar_vgg_11", CIFAR, 0);
+    let prunable = vgg.prunable();
+    assert_eq!(prunable.len(), 8);
+    // positions in the PyTorch Sequential: conv, bn, relu, maxpool, conv, ...
+    assert!(prunable.contains(&"layers.0.weight".to_string()) && prunable.contains(&"layers.4.weight".to_string()), "{prunable:?}");
+}
+
+#[test]
+fn forward_gives_logits_for_both_datasets_and_backward_reaches_every_parameter() {
+    for (name, input) in [("mnist_lenet_300_100", FASHION), ("cifar_resnet_8", CIFAR), ("cifar_resnet_8", FASHION), ("cifar_vgg_11", FASHION)] {
+        let m = model(name, input, 1);
+        let x = Tensor::randn(0f32, 1.0, (4, input.channels, input.height, input.width), &Device::Cpu).unwrap();
+        let logits = m.forward_t(&x, true).unwrap();
+        assert_eq!(logits.dims(), &[4, 10], "{name}");
+        let labels = Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+        let grads = loss.backward().unwrap();
+        for (pname, var) in m.parameters() {
+            assert!(grads.get(var.as_tensor()).is_some(), "{name}: no gradient for {pname}");
+        }
+        assert_eq!(m.forward_t(&x, false).unwrap().dims(), &[4, 10]);
+    }
+}
+
+#[test]
+fn initialization_is_a_function_of_the_seed() {
+    let state = |seed| -> Vec<Vec<f32>> {
+        model("cifar_resnet_8", CIFAR, seed).state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
+    };
+    assert_eq!(state(3), state(3));
+    assert_ne!(state(3), state(4));
+    // Kaiming normal: std sqrt(2 / fan_in) for the first LeNet layer (fan_in 784).
+    let lenet = model("mnist_lenet_300_100", FASHION, 0);
+    let w = lenet.parameters().into_iter().find(|(n, _)| n == "fc_layers.0.weight").unwrap().1;
+    let std = w.as_tensor().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    assert!((std - (2.0f32 / 784.0).sqrt()).abs() < 0.002, "{std}");
+}
+
+#[test]
+fn bad_names_inputs_and_weights_are_refused_clearly() {
+    let err = |r: Result<Model, lt_models::Error>| r.unwrap_err().to_string();
+    let new = |name: &str, input| Model::new(name, input, 0, InitConfig::default(), &Device::Cpu);
+    assert!(err(new("resnet_20", CIFAR)).contains("unknown model \"resnet_20\""));
+    assert!(err(new("cifar_resnet_21", CIFAR)).contains("6n+2"));
+    assert!(err(new("cifar_vgg_12", CIFAR)).contains("unknown model"));
+    assert!(err(new("cifar_vgg_19", InputSpec { height: 8, width: 8, ..CIFAR })).contains("max-pools"));
+    let m = model("mnist_lenet_300_100", FASHION, 0);
+    let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    assert!(m.forward_t(&x, false).unwrap_err().to_string().contains("(n, 1, 28, 28)"));
+    // A state from another model is refused, naming the tensor, and leaves the weights as they were.
+    let before: Vec<_> = m.state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    let other: HashMap<_, _> = model("mnist_lenet_300_50", FASHION, 0).state().unwrap().into_iter().collect();
+    let e = m.load_state(&other).unwrap_err().to_string();
+    assert!(e.contains("mnist_lenet_300_100") && e.contains("fc.weight") && e.contains("shape [10, 50], the model has [10, 100]"), "{e}");
+    let after: Vec<_> = m.state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    assert_eq!(before, after);
+}
