@@ -5,7 +5,9 @@
 #[non_exhaustive]
 pub enum Error {
     /// The model name is not one this crate builds.
-    #[error("unknown model {name:?}; models are mnist_lenet_N[_M...], cifar_resnet_D[_W] (D = 6n+2), cifar_vgg_{{11,13,16,19}}")]
+    #[error(
+        "unknown model {name:?}; models are mnist_lenet_N[_M...], cifar_resnet_D[_W] (D = 6n+2), cifar_vgg_{{11,13,16,19}}"
+    )]
     UnknownModel {
         /// The name asked for.
         name: String,

@@ -3,8 +3,8 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::model::{InputSpec, Net, Registry};
 use crate::Error;
+use crate::model::{InputSpec, Net, Registry};
 
 pub(crate) struct LeNet {
     layers: Vec<Linear>,

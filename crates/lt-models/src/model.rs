@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::init::{normal, rng_for, uniform, BnWeightInit, InitConfig};
 use crate::Error;
+use crate::init::{BnWeightInit, InitConfig, normal, rng_for, uniform};
 
 /// The shape of the data a model is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,10 +106,14 @@ impl Model {
             let hidden = parse_numbers(rest).ok_or_else(|| Error::UnknownModel { name: name.into() })?;
             Box::new(crate::lenet::LeNet::new(&hidden, input, vb, &mut reg)?)
         } else if let Some(rest) = name.strip_prefix("cifar_resnet_") {
-            let nums = parse_numbers(rest).filter(|n| matches!(n.len(), 1 | 2)).ok_or_else(|| Error::UnknownModel { name: name.into() })?;
+            let nums = parse_numbers(rest)
+                .filter(|n| matches!(n.len(), 1 | 2))
+                .ok_or_else(|| Error::UnknownModel { name: name.into() })?;
             let (depth, width) = (nums[0], nums.get(1).copied().unwrap_or(16));
             if depth < 8 || (depth - 2) % 6 != 0 || width == 0 {
-                return Err(shape_err(format!("depth must be 6n+2 with n >= 1 and width positive, got depth {depth} width {width}")));
+                return Err(shape_err(format!(
+                    "depth must be 6n+2 with n >= 1 and width positive, got depth {depth} width {width}"
+                )));
             }
             Box::new(crate::resnet::CifarResNet::new(depth, width, input, vb, &mut reg)?)
         } else if let Some(rest) = name.strip_prefix("cifar_vgg_") {
@@ -172,7 +176,10 @@ impl Model {
         let (c, h, w) = (self.input.channels, self.input.height, self.input.width);
         match x.dims() {
             [_, xc, xh, xw] if (*xc, *xh, *xw) == (c, h, w) => Ok(self.net.forward_t(x, train)?),
-            dims => Err(Error::Shape { model: self.name.clone(), message: format!("input must be (n, {c}, {h}, {w}), got {dims:?}") }),
+            dims => Err(Error::Shape {
+                model: self.name.clone(),
+                message: format!("input must be (n, {c}, {h}, {w}), got {dims:?}"),
+            }),
         }
     }
 

@@ -5,13 +5,25 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
-use crate::model::{InputSpec, Net, Registry};
 use crate::Error;
+use crate::model::{InputSpec, Net, Registry};
 
-pub(crate) fn conv(vb: VarBuilder, reg: &mut Registry, c_in: usize, c_out: usize, k: usize, stride: usize, bias: bool) -> Result<Conv2d, Error> {
+pub(crate) fn conv(
+    vb: VarBuilder,
+    reg: &mut Registry,
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    bias: bool,
+) -> Result<Conv2d, Error> {
     let cfg = Conv2dConfig { padding: k / 2, stride, ..Default::default() };
     reg.linear(&vb, c_in * k * k, bias);
-    Ok(if bias { candle_nn::conv2d(c_in, c_out, k, cfg, vb)? } else { candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb)? })
+    Ok(if bias {
+        candle_nn::conv2d(c_in, c_out, k, cfg, vb)?
+    } else {
+        candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb)?
+    })
 }
 
 pub(crate) fn bn(vb: VarBuilder, reg: &mut Registry, c: usize) -> Result<BatchNorm, Error> {
@@ -63,7 +75,13 @@ pub(crate) struct CifarResNet {
 }
 
 impl CifarResNet {
-    pub fn new(depth: usize, width: usize, input: InputSpec, vb: VarBuilder, reg: &mut Registry) -> Result<Self, Error> {
+    pub fn new(
+        depth: usize,
+        width: usize,
+        input: InputSpec,
+        vb: VarBuilder,
+        reg: &mut Registry,
+    ) -> Result<Self, Error> {
         let n = (depth - 2) / 6;
         let conv = conv(vb.pp("conv"), reg, input.channels, width, 3, 1, false)?;
         let bn = bn(vb.pp("bn"), reg, width)?;

@@ -6,9 +6,9 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
 
+use crate::Error;
 use crate::model::{InputSpec, Net, Registry};
 use crate::resnet::{bn, conv};
-use crate::Error;
 
 /// A stage plan: a number is a conv layer's width, 0 is a max-pool.
 pub(crate) fn plan(depth: usize) -> Option<&'static [usize]> {
@@ -37,7 +37,14 @@ impl CifarVgg {
         if input.height >> pools == 0 || input.width >> pools == 0 {
             return Err(Error::Shape {
                 model: "cifar_vgg".into(),
-                message: format!("{} max-pools need inputs of at least {}x{}, got {}x{}", pools, 1 << pools, 1 << pools, input.height, input.width),
+                message: format!(
+                    "{} max-pools need inputs of at least {}x{}, got {}x{}",
+                    pools,
+                    1 << pools,
+                    1 << pools,
+                    input.height,
+                    input.width
+                ),
             });
         }
         let (mut layers, mut position, mut c) = (Vec::new(), 0, input.channels);

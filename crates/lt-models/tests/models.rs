@@ -39,12 +39,20 @@ fn names_follow_pytorch_and_prunable_sets_exclude_the_output_layer() {
     let prunable = vgg.prunable();
     assert_eq!(prunable.len(), 8);
     // positions in the PyTorch Sequential: conv, bn, relu, maxpool, conv, ...
-    assert!(prunable.contains(&"layers.0.weight".to_string()) && prunable.contains(&"layers.4.weight".to_string()), "{prunable:?}");
+    assert!(
+        prunable.contains(&"layers.0.weight".to_string()) && prunable.contains(&"layers.4.weight".to_string()),
+        "{prunable:?}"
+    );
 }
 
 #[test]
 fn forward_gives_logits_for_both_datasets_and_backward_reaches_every_parameter() {
-    for (name, input) in [("mnist_lenet_300_100", FASHION), ("cifar_resnet_8", CIFAR), ("cifar_resnet_8", FASHION), ("cifar_vgg_11", FASHION)] {
+    for (name, input) in [
+        ("mnist_lenet_300_100", FASHION),
+        ("cifar_resnet_8", CIFAR),
+        ("cifar_resnet_8", FASHION),
+        ("cifar_vgg_11", FASHION),
+    ] {
         let m = model(name, input, 1);
         let x = Tensor::randn(0f32, 1.0, (4, input.channels, input.height, input.width), &Device::Cpu).unwrap();
         let logits = m.forward_t(&x, true).unwrap();
@@ -62,7 +70,12 @@ fn forward_gives_logits_for_both_datasets_and_backward_reaches_every_parameter()
 #[test]
 fn initialization_is_a_function_of_the_seed() {
     let state = |seed| -> Vec<Vec<f32>> {
-        model("cifar_resnet_8", CIFAR, seed).state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
+        model("cifar_resnet_8", CIFAR, seed)
+            .state()
+            .unwrap()
+            .into_iter()
+            .map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
     };
     assert_eq!(state(3), state(3));
     assert_ne!(state(3), state(4));
@@ -85,10 +98,17 @@ fn bad_names_inputs_and_weights_are_refused_clearly() {
     let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
     assert!(m.forward_t(&x, false).unwrap_err().to_string().contains("(n, 1, 28, 28)"));
     // A state from another model is refused, naming the tensor, and leaves the weights as they were.
-    let before: Vec<_> = m.state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    let before: Vec<_> =
+        m.state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
     let other: HashMap<_, _> = model("mnist_lenet_300_50", FASHION, 0).state().unwrap().into_iter().collect();
     let e = m.load_state(&other).unwrap_err().to_string();
-    assert!(e.contains("mnist_lenet_300_100") && e.contains("fc.weight") && e.contains("shape [10, 50], the model has [10, 100]"), "{e}");
-    let after: Vec<_> = m.state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    assert!(
+        e.contains("mnist_lenet_300_100")
+            && e.contains("fc.weight")
+            && e.contains("shape [10, 50], the model has [10, 100]"),
+        "{e}"
+    );
+    let after: Vec<_> =
+        m.state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
     assert_eq!(before, after);
 }

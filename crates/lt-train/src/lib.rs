@@ -1,0 +1,25 @@
+//! `lt-train` owns a training run: optimizers with PyTorch semantics (SGD with momentum and weight
+//! decay, Adam), learning-rate schedules (constant, milestones × gamma, linear warmup), step counts
+//! in iterations or epochs, masked training (pruned weights stay exactly zero, their gradients and
+//! optimizer state too), evaluation, a metrics log, and checkpoints that resume bit-identically.
+//! It also holds the paper's presets (Figure 2).
+//!
+//! It does not own data formats (`lt-data`), networks (`lt-models`) or how masks are chosen
+//! (`lt-prune`): a mask reaches it as a 0/1 tensor per prunable weight. Nothing here prints;
+//! progress is reported through a callback.
+
+mod checkpoint;
+mod error;
+mod optim;
+mod preset;
+mod schedule;
+mod steps;
+mod trainer;
+
+pub use checkpoint::{Checkpoint, CheckpointMeta};
+pub use error::Error;
+pub use optim::{Optimizer, OptimizerConfig};
+pub use preset::{PRESETS, Preset};
+pub use schedule::Schedule;
+pub use steps::Steps;
+pub use trainer::{Evaluation, Masks, Progress, Record, RunConfig, Summary, Trainer, evaluate};

@@ -1,0 +1,343 @@
+//! [`Trainer`]: one training run of a model on a dataset, from iteration t0 to T, with evaluation,
+//! a metrics log, checkpoints, and resumption.
+//!
+//! A run lives in a folder: `checkpoint.safetensors` (the latest, for resuming), `step_K.safetensors`
+//! for each requested snapshot (the rewind point W_k), `final.safetensors`, and `metrics.jsonl`.
+//! A run created over a folder that holds a checkpoint resumes from it; because the data order,
+//! the optimizer state and the BatchNorm statistics are all restored, the resumed run's weights are
+//! bit-identical to an uninterrupted run's on the same machine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{D, Device, Tensor};
+use lt_data::{Dataset, Loader};
+use lt_models::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::schedule::Schedule;
+
+/// Masks by parameter name: 0/1 f32 tensors of the parameter's shape.
+pub type Masks = BTreeMap<String, Tensor>;
+
+/// What a run does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Train until this iteration (T).
+    pub iterations: u64,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// The data order's seed.
+    pub data_order_seed: u64,
+    /// Evaluate every this many iterations (and at the end); 0 = only at the end.
+    pub eval_every: u64,
+    /// Write the resume checkpoint every this many iterations (and at the end); 0 = only at the end.
+    pub checkpoint_every: u64,
+    /// Iterations at which to keep a snapshot `step_K.safetensors` (e.g. the rewind point).
+    pub save_at: Vec<u64>,
+}
+
+impl RunConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.optimizer.validate()?;
+        self.schedule.validate()?;
+        if self.batch_size == 0 {
+            return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        if let Some(k) = self.save_at.iter().find(|&&k| k > self.iterations) {
+            return Err(Error::Config(format!(
+                "snapshot iteration {k} is past the end of training ({})",
+                self.iterations
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Iterations completed.
+    pub iteration: u64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Mean training loss since the previous record.
+    pub train_loss: f64,
+    /// Test loss.
+    pub test_loss: Option<f64>,
+    /// Test accuracy in [0, 1].
+    pub test_accuracy: Option<f64>,
+    /// Seconds of training so far in this process.
+    pub elapsed_s: f64,
+}
+
+/// Progress reported to the caller.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A step finished.
+    Step {
+        /// Iterations completed.
+        iteration: u64,
+        /// Its loss.
+        loss: f32,
+    },
+    /// An evaluation finished.
+    Evaluated(Record),
+    /// The run resumed from a checkpoint.
+    Resumed {
+        /// At this iteration.
+        iteration: u64,
+    },
+}
+
+/// Test loss and accuracy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Fraction correct.
+    pub accuracy: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Iterations completed.
+    pub iterations: u64,
+    /// The last evaluation, if there was a test set.
+    pub evaluation: Option<Evaluation>,
+    /// The run's folder.
+    pub dir: PathBuf,
+}
+
+/// Evaluates `model` on every example of `test`.
+pub fn evaluate(model: &Model, test: &Arc<Dataset>, batch_size: usize, device: &Device) -> Result<Evaluation, Error> {
+    let (mut loss, mut correct, mut n) = (0f64, 0u64, 0usize);
+    for batch in test.eval_batches(batch_size, device)? {
+        let batch = batch?;
+        let logits = model.forward_t(&batch.images, false)?;
+        let b = batch.indices.len();
+        loss += candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_scalar::<f32>()? as f64 * b as f64;
+        let predicted = logits.argmax(D::Minus1)?;
+        correct +=
+            predicted.eq(&batch.labels)?.to_dtype(candle_core::DType::U32)?.sum_all()?.to_scalar::<u32>()? as u64;
+        n += b;
+    }
+    Ok(Evaluation { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64 })
+}
+
+/// A training run.
+#[derive(Debug)]
+pub struct Trainer {
+    model: Model,
+    optimizer: Optimizer,
+    loader: Loader,
+    test: Option<Arc<Dataset>>,
+    masks: Masks,
+    config: RunConfig,
+    dir: PathBuf,
+    device: Device,
+    iteration: u64,
+    records: Vec<Record>,
+}
+
+impl Trainer {
+    /// A run of `model` in folder `dir`. If `dir` holds a checkpoint, the run resumes from it
+    /// (the checkpoint must be of the same model and data order); otherwise it starts at iteration 0.
+    /// Pruned weights (mask 0) are zeroed before the first step.
+    pub fn new(
+        model: Model,
+        train: Arc<Dataset>,
+        test: Option<Arc<Dataset>>,
+        masks: Masks,
+        config: RunConfig,
+        dir: &Path,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let params = model.parameters();
+        for (name, mask) in &masks {
+            let var = params.iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or_else(|| {
+                Error::Config(format!("mask for {name}, which is not a parameter of {}", model.name()))
+            })?;
+            if mask.dims() != var.dims() {
+                return Err(Error::Config(format!(
+                    "mask for {name} has shape {:?}, the weight {:?}",
+                    mask.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&(var.as_tensor() * mask)?)?;
+        }
+        let loader = Loader::new(train, config.data_order_seed, config.batch_size, device)?;
+        let optimizer = Optimizer::new(config.optimizer)?;
+        let mut trainer = Trainer {
+            model,
+            optimizer,
+            loader,
+            test,
+            masks,
+            config,
+            dir: dir.to_path_buf(),
+            device: device.clone(),
+            iteration: 0,
+            records: Vec::new(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.into(), source: e })?;
+        trainer.resume()?;
+        Ok(trainer)
+    }
+
+    fn checkpoint_path(&self) -> PathBuf {
+        self.dir.join("checkpoint.safetensors")
+    }
+
+    fn resume(&mut self) -> Result<(), Error> {
+        let path = self.checkpoint_path();
+        if !path.is_file() {
+            return Ok(());
+        }
+        let ckpt = Checkpoint::load(&path, &self.device)?;
+        let bad = |message: String| Error::Checkpoint { path: path.clone(), message };
+        if ckpt.meta.model != self.model.name() {
+            return Err(bad(format!("is of model {}, this run trains {}", ckpt.meta.model, self.model.name())));
+        }
+        if ckpt.meta.data_order_seed != self.config.data_order_seed {
+            return Err(bad(format!(
+                "has data-order seed {}, this run uses {}",
+                ckpt.meta.data_order_seed, self.config.data_order_seed
+            )));
+        }
+        self.model.load_state(&ckpt.model)?;
+        self.optimizer.load_state(ckpt.optimizer, ckpt.meta.optimizer_steps)?;
+        self.iteration = ckpt.meta.iteration;
+        self.records = read_metrics(&self.dir.join("metrics.jsonl"))?
+            .into_iter()
+            .filter(|r| r.iteration <= self.iteration)
+            .collect();
+        Ok(())
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Iterations completed.
+    pub fn iteration(&self) -> u64 {
+        self.iteration
+    }
+
+    /// The records so far.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    fn save(&self, path: &Path) -> Result<(), Error> {
+        let meta =
+            CheckpointMeta::new(self.model.name(), self.iteration, self.optimizer.steps(), self.config.data_order_seed);
+        Checkpoint::save(path, &meta, &self.model.state()?, &self.optimizer.state_tensors())
+    }
+
+    fn write_metrics(&self) -> Result<(), Error> {
+        let mut text = String::new();
+        for r in &self.records {
+            text.push_str(&serde_json::to_string(r).map_err(|e| Error::Config(e.to_string()))?);
+            text.push('\n');
+        }
+        lt_data::write_atomic(&self.dir.join("metrics.jsonl"), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Trains to the configured end, evaluating, logging and checkpointing on the way.
+    pub fn run(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<Summary, Error> {
+        let start = Instant::now();
+        if self.iteration > 0 {
+            progress(Progress::Resumed { iteration: self.iteration });
+        }
+        let params = self.model.parameters();
+        let end = self.config.iterations;
+        let (mut loss_sum, mut loss_n) = (0f64, 0u64);
+        let mut last_good = self.checkpoint_path().is_file().then(|| self.checkpoint_path());
+        let mut evaluation = None;
+        if self.iteration == 0 && self.config.save_at.contains(&0) {
+            self.save(&self.dir.join("step_0.safetensors"))?;
+        }
+        while self.iteration < end {
+            let t = self.iteration;
+            let batch = self.loader.batch(t)?;
+            let lr = self.config.schedule.lr_at(t);
+            let logits = self.model.forward_t(&batch.images, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(Error::Diverged { iteration: t, loss: value, last_good });
+            }
+            let grads = loss.backward()?;
+            self.optimizer.step(&params, &grads, lr, &self.masks)?;
+            self.iteration += 1;
+            loss_sum += value as f64;
+            loss_n += 1;
+            progress(Progress::Step { iteration: self.iteration, loss: value });
+            let done = self.iteration == end;
+            let every = |n: u64| n > 0 && self.iteration % n == 0;
+            if every(self.config.eval_every) || done {
+                let ev = match &self.test {
+                    Some(test) => Some(evaluate(&self.model, test, 1000, &self.device)?),
+                    None => None,
+                };
+                evaluation = ev;
+                let record = Record {
+                    iteration: self.iteration,
+                    lr,
+                    train_loss: loss_sum / loss_n.max(1) as f64,
+                    test_loss: ev.map(|e| e.loss),
+                    test_accuracy: ev.map(|e| e.accuracy),
+                    elapsed_s: start.elapsed().as_secs_f64(),
+                };
+                (loss_sum, loss_n) = (0.0, 0);
+                self.records.push(record.clone());
+                progress(Progress::Evaluated(record));
+            }
+            if self.config.save_at.contains(&self.iteration) {
+                self.save(&self.dir.join(format!("step_{}.safetensors", self.iteration)))?;
+            }
+            if every(self.config.checkpoint_every) || done {
+                self.save(&self.checkpoint_path())?;
+                self.write_metrics()?;
+                last_good = Some(self.checkpoint_path());
+            }
+        }
+        self.save(&self.dir.join("final.safetensors"))?;
+        if evaluation.is_none()
+            && let Some(test) = &self.test
+        {
+            evaluation = Some(evaluate(&self.model, test, 1000, &self.device)?);
+        }
+        Ok(Summary { iterations: self.iteration, evaluation, dir: self.dir.clone() })
+    }
+}
+
+fn read_metrics(path: &Path) -> Result<Vec<Record>, Error> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::Checkpoint { path: path.into(), message: format!("bad metrics line: {e}") })
+        })
+        .collect()
+}
