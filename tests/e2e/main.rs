@@ -7,6 +7,7 @@
 mod http_server;
 
 mod data;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -220,10 +220,10 @@ fn fetch(out: &mut impl Write, name: &str, mirror: Option<String>, loc: &Locatio
             bar.set_message(file.to_string());
             bar.set_length(total.unwrap_or(0));
             bar.set_position(0);
-            bar.println(format!("{file}: downloading {url}"));
+            crate::say(&bar, format!("{file}: downloading {url}"));
         }
         FetchEvent::Progress { done, .. } => bar.set_position(done),
-        FetchEvent::SourceFailed { file, error } => bar.println(format!("{file}: {error}")),
+        FetchEvent::SourceFailed { file, error } => crate::say(&bar, format!("{file}: {error}")),
         FetchEvent::Verified { file } => lines.push(format!("{file}: downloaded, checksum ok")),
         FetchEvent::Extracted { member } => lines.push(format!("{member}: extracted")),
     });

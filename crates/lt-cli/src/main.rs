@@ -2,6 +2,7 @@
 //! is done by the libraries (`lt-data`, ...). Errors are printed once, as a chain, with exit code 2.
 
 mod data;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,18 @@ enum Command {
     /// Datasets: list, inspect, verify, download, pack.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a network with one of the paper's presets (and overrides).
+    Train(train::TrainArgs),
+}
+
+/// Prints a line above a progress bar, or plainly when the bar is hidden (output is not a terminal),
+/// where indicatif would drop it.
+pub(crate) fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn main() -> ExitCode {
@@ -31,6 +44,7 @@ fn main() -> ExitCode {
     let locations = lt_data::Locations::from_env(cli.data_dir.clone());
     let result = match cli.command {
         Command::Data(cmd) => data::run(cmd, &locations),
+        Command::Train(args) => train::run(args, &locations),
     };
     match result {
         Ok(code) => code,

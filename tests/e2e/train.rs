@@ -1,0 +1,97 @@
+//! `lt train` on real Fashion-MNIST: a short run, and a run killed with SIGKILL and resumed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{Sandbox, stderr, stdout};
+
+#[test]
+fn a_short_lenet_run_learns_and_logs() {
+    let sb = Sandbox::new();
+    let out = sb.path().join("run");
+    let o = sb.lt(&[
+        "train",
+        "--preset",
+        "lenet",
+        "--dataset",
+        "fashion-mnist",
+        "--iters",
+        "300it",
+        "--eval-every",
+        "100it",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("note: the paper trains this preset on mnist"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("iteration")).count(), 3, "{text}");
+    let acc: f64 = text
+        .lines()
+        .last()
+        .unwrap()
+        .split("test accuracy ")
+        .nth(1)
+        .unwrap()
+        .split('%')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acc > 75.0, "{text}");
+    for f in ["checkpoint.safetensors", "final.safetensors", "metrics.jsonl"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_and_ends_with_the_same_weights() {
+    let sb = Sandbox::new();
+    let args = |dir: &str| -> Vec<String> {
+        [
+            "train",
+            "--preset",
+            "lenet",
+            "--dataset",
+            "fashion-mnist",
+            "--iters",
+            "600it",
+            "--eval-every",
+            "50it",
+            "--train-examples",
+            "6000",
+            "--out",
+            dir,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = sb.path().join("whole");
+    let o = sb.lt(&args(whole.to_str().unwrap()).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let killed = sb.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(args(killed.to_str().unwrap()))
+        .env("LT_CACHE_DIR", sb.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has written a checkpoint and before it finishes.
+    let start = Instant::now();
+    while !killed.join("checkpoint.safetensors").exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = sb.lt(&args(killed.to_str().unwrap()).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |dir: &std::path::Path| std::fs::read(dir.join("final.safetensors")).unwrap();
+    assert!(stdout(&o).contains("resuming from the checkpoint"), "the second run did not resume: {}", stdout(&o));
+    assert_eq!(read(&whole), read(&killed), "resumed run differs from the uninterrupted one");
+    assert_eq!(
+        std::fs::read_to_string(whole.join("metrics.jsonl")).unwrap().lines().count(),
+        std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap().lines().count()
+    );
+}
