@@ -16,15 +16,10 @@ impl LeNet {
         let mut fan_in = input.channels * input.height * input.width;
         let mut layers = Vec::new();
         for (i, &h) in hidden.iter().enumerate() {
-            let vb = vb.pp("fc_layers").pp(i.to_string());
-            reg.linear(&vb, fan_in, true);
-            layers.push(candle_nn::linear(fan_in, h, vb)?);
+            layers.push(reg.build_linear(vb.pp("fc_layers").pp(i.to_string()), fan_in, h)?);
             fan_in = h;
         }
-        let vb = vb.pp("fc");
-        reg.linear(&vb, fan_in, true);
-        reg.output_layer(&vb);
-        let fc = candle_nn::linear(fan_in, input.classes, vb)?;
+        let fc = reg.build_output(&vb, fan_in, input.classes)?;
         Ok(LeNet { layers, fc })
     }
 }

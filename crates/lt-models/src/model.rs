@@ -65,9 +65,18 @@ impl Registry {
         self.kinds.push((format!("{p}.running_var"), ParamKind::Buffer));
     }
 
-    pub fn output_layer(&mut self, vb: &VarBuilder) {
+    /// Builds a linear layer (with bias) under `vb` and records its tensors.
+    pub fn build_linear(&mut self, vb: VarBuilder, fan_in: usize, out: usize) -> Result<candle_nn::Linear, Error> {
+        self.linear(&vb, fan_in, true);
+        Ok(candle_nn::linear(fan_in, out, vb)?)
+    }
+
+    /// Builds the output layer `fc` (linear, with bias) and records it as the output layer.
+    pub fn build_output(&mut self, vb: &VarBuilder, fan_in: usize, classes: usize) -> Result<candle_nn::Linear, Error> {
+        let vb = vb.pp("fc");
         self.output.push(format!("{}.weight", vb.prefix()));
         self.output.push(format!("{}.bias", vb.prefix()));
+        self.build_linear(vb, fan_in, classes)
     }
 }
 

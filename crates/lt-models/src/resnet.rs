@@ -94,10 +94,7 @@ impl CifarResNet {
                 current = filters;
             }
         }
-        let fcv = vb.pp("fc");
-        reg.linear(&fcv, current, true);
-        reg.output_layer(&fcv);
-        let fc = candle_nn::linear(current, input.classes, fcv)?;
+        let fc = reg.build_output(&vb, current, input.classes)?;
         Ok(CifarResNet { conv, bn, blocks, fc })
     }
 }

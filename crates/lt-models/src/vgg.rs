@@ -60,10 +60,7 @@ impl CifarVgg {
                 c = spec;
             }
         }
-        let fcv = vb.pp("fc");
-        reg.linear(&fcv, c, true);
-        reg.output_layer(&fcv);
-        let fc = candle_nn::linear(c, input.classes, fcv)?;
+        let fc = reg.build_output(&vb, c, input.classes)?;
         Ok(CifarVgg { layers, fc })
     }
 }

@@ -35,6 +35,11 @@ fn config(iterations: u64, optimizer: OptimizerConfig, lr: f64) -> RunConfig {
     }
 }
 
+/// A LeNet run on the first `n` training examples with `config`, in `dir`.
+fn lenet_run(model: Model, n: usize, config: RunConfig, dir: &std::path::Path) -> Result<Trainer, lt_train::Error> {
+    Trainer::new(model, fashion("train", n), None, Masks::new(), config, dir, &Device::Cpu)
+}
+
 fn weights(m: &Model) -> Vec<(String, Vec<f32>)> {
     m.state().unwrap().into_iter().map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap())).collect()
 }
@@ -163,42 +168,13 @@ fn divergence_stops_with_the_last_good_checkpoint() {
 #[test]
 fn a_checkpoint_of_another_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(
-        lenet(4),
-        fashion("train", 600),
-        None,
-        Masks::new(),
-        config(10, OptimizerConfig::adam(), 1e-3),
-        dir.path(),
-        &Device::Cpu,
-    )
-    .unwrap();
-    t.run(&mut |_| {}).unwrap();
+    let cfg = || config(10, OptimizerConfig::adam(), 1e-3);
+    lenet_run(lenet(4), 600, cfg(), dir.path()).unwrap().run(&mut |_| {}).unwrap();
     let other = Model::new("mnist_lenet_100", FASHION, 0, InitConfig::default(), &Device::Cpu).unwrap();
-    let err = Trainer::new(
-        other,
-        fashion("train", 600),
-        None,
-        Masks::new(),
-        config(10, OptimizerConfig::adam(), 1e-3),
-        dir.path(),
-        &Device::Cpu,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = lenet_run(other, 600, cfg(), dir.path()).unwrap_err().to_string();
     assert!(err.contains("mnist_lenet_300_100") && err.contains("mnist_lenet_100"), "{err}");
     std::fs::write(dir.path().join("checkpoint.safetensors"), b"garbage").unwrap();
-    let err = Trainer::new(
-        lenet(4),
-        fashion("train", 600),
-        None,
-        Masks::new(),
-        config(10, OptimizerConfig::adam(), 1e-3),
-        dir.path(),
-        &Device::Cpu,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = lenet_run(lenet(4), 600, cfg(), dir.path()).unwrap_err().to_string();
     assert!(err.contains("checkpoint.safetensors") && err.contains("not a safetensors file"), "{err}");
 }
 
