@@ -20,7 +20,7 @@ pub struct Digests {
 }
 
 /// An incremental hasher of both digests.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct Hasher {
     md5: Md5,
     sha256: Sha256,

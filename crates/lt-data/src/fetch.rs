@@ -134,6 +134,7 @@ fn download(url: &str, file: &RemoteFile, dest: &Path, on_event: &mut dyn FnMut(
     let mut out = AtomicFile::create(dest)?;
     let mut hasher = Hasher::default();
     let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
     loop {
         let n = reader.read(&mut buf).map_err(|e| fail(format!("connection broke off: {e}")))?;
         if n == 0 {
@@ -141,7 +142,8 @@ fn download(url: &str, file: &RemoteFile, dest: &Path, on_event: &mut dyn FnMut(
         }
         hasher.update(&buf[..n]);
         std::io::Write::write_all(&mut out, &buf[..n]).at(out.temp_path())?;
-        on_event(FetchEvent::Progress { file: &file.name, done: hasher_len(&hasher) });
+        done += n as u64;
+        on_event(FetchEvent::Progress { file: &file.name, done });
     }
     let digests = hasher.finish();
     if let Some(problem) = mismatch(file, &digests) {
@@ -149,10 +151,6 @@ fn download(url: &str, file: &RemoteFile, dest: &Path, on_event: &mut dyn FnMut(
         return Err(fail(problem));
     }
     out.commit()
-}
-
-fn hasher_len(h: &Hasher) -> u64 {
-    h.clone().finish().len
 }
 
 /// What disagrees between the published file's manifest entry and `d`, if anything.
