@@ -3,8 +3,9 @@
 //! Search order for dataset `NAME`: the data directory (`--data-dir` or `LT_DATA_DIR`), then Debian's
 //! `/usr/share/datasets/NAME/` (where `apt-get install dataset-fashion-mnist` puts Fashion-MNIST),
 //! then the user cache (`LT_CACHE_DIR`, else `$XDG_CACHE_HOME/lt`, else `~/.cache/lt`) under
-//! `datasets/NAME/`. In a data directory, `DIR/NAME/` is tried first and then `DIR` itself, so
-//! `--data-dir` may name either a folder of datasets or one dataset's folder.
+//! `datasets/NAME/`. A data directory is a folder *of* datasets: only `DIR/NAME/` is searched, never
+//! `DIR` itself, because datasets share file names (MNIST and Fashion-MNIST both have
+//! `train-images-idx3-ubyte.gz`) and a dataset must never be read under another's name.
 
 use std::path::{Path, PathBuf};
 
@@ -61,7 +62,6 @@ impl Locations {
         let mut out = Vec::new();
         if let Some(dir) = &self.data_dir {
             out.push((Origin::DataDir, dir.join(name)));
-            out.push((Origin::DataDir, dir.clone()));
         }
         out.push((Origin::System, self.system_dir.join(name)));
         out.push((Origin::Cache, self.fetch_dir(name)));

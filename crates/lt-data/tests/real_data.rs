@@ -121,3 +121,14 @@ fn evaluation_visits_every_test_example_once_in_order() {
     }
     assert_eq!(seen, 10_000);
 }
+
+#[test]
+fn a_data_dir_is_a_folder_of_datasets_never_one_dataset_under_another_name() {
+    // ../shared/datasets/mnist holds MNIST files whose names Fashion-MNIST shares: pointing the
+    // data dir at that folder must not make them pass for Fashion-MNIST.
+    let mut loc = system_locations();
+    loc.data_dir = Some(shared_datasets().join("mnist"));
+    loc.system_dir = std::env::temp_dir().join("lt-no-system-datasets");
+    let err = Dataset::open("fashion-mnist", "test", &loc).unwrap_err().to_string();
+    assert!(err.contains("not found"), "{err}");
+}

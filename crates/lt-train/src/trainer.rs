@@ -313,8 +313,10 @@ impl Trainer {
                 self.save(&self.dir.join(format!("step_{}.safetensors", self.iteration)))?;
             }
             if every(self.config.checkpoint_every) || done {
-                self.save(&self.checkpoint_path())?;
+                // Metrics first: a kill between the two writes leaves records past the checkpoint,
+                // which a resume drops and recomputes; the other order would lose a record.
                 self.write_metrics()?;
+                self.save(&self.checkpoint_path())?;
                 last_good = Some(self.checkpoint_path());
             }
         }
