@@ -129,6 +129,11 @@ impl Model {
             let depth = rest.parse().map_err(|_| Error::UnknownModel { name: name.into() })?;
             let plan = crate::vgg::plan(depth).ok_or_else(|| Error::UnknownModel { name: name.into() })?;
             Box::new(crate::vgg::CifarVgg::new(plan, input, vb, &mut reg)?)
+        } else if let Some(depth) = name.strip_prefix("imagenet_resnet_") {
+            let depth = depth.parse().map_err(|_| Error::UnknownModel { name: name.into() })?;
+            Box::new(crate::imagenet::ImageNetResNet::new(depth, input, vb, &mut reg)?)
+        } else if name == "imagenet_squeezenet_1_1" {
+            Box::new(crate::imagenet::SqueezeNet::new(input, vb, &mut reg)?)
         } else {
             return Err(Error::UnknownModel { name: name.into() });
         };

@@ -8,6 +8,7 @@ use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use crate::Error;
 use crate::model::{InputSpec, Net, Registry};
 
+/// A `k`x`k` convolution with "same" padding (`k / 2`), recorded in `reg`.
 pub(crate) fn conv(
     vb: VarBuilder,
     reg: &mut Registry,
@@ -17,7 +18,22 @@ pub(crate) fn conv(
     stride: usize,
     bias: bool,
 ) -> Result<Conv2d, Error> {
-    let cfg = Conv2dConfig { padding: k / 2, stride, ..Default::default() };
+    conv_padded(vb, reg, c_in, c_out, k, stride, k / 2, bias)
+}
+
+/// A `k`x`k` convolution with explicit padding, recorded in `reg`.
+#[allow(clippy::too_many_arguments, reason = "mirrors torch.nn.Conv2d's arguments")]
+pub(crate) fn conv_padded(
+    vb: VarBuilder,
+    reg: &mut Registry,
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+) -> Result<Conv2d, Error> {
+    let cfg = Conv2dConfig { padding, stride, ..Default::default() };
     reg.linear(&vb, c_in * k * k, bias);
     Ok(if bias {
         candle_nn::conv2d(c_in, c_out, k, cfg, vb)?

@@ -112,3 +112,53 @@ fn bad_names_inputs_and_weights_are_refused_clearly() {
         m.state().unwrap().into_iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
     assert_eq!(before, after);
 }
+
+#[test]
+fn imagenet_models_match_torchvision() {
+    // torchvision's parameter counts (1000 classes).
+    let imagenet = InputSpec { channels: 3, height: 224, width: 224, classes: 1000 };
+    for (name, count) in [
+        ("imagenet_resnet_18", 11_689_512),
+        ("imagenet_resnet_34", 21_797_672),
+        ("imagenet_resnet_50", 25_557_032),
+        ("imagenet_squeezenet_1_1", 1_235_496),
+    ] {
+        let m = model(name, imagenet, 0);
+        assert_eq!(m.num_parameters(), count, "{name}");
+    }
+    let r50 = model("imagenet_resnet_50", imagenet, 0);
+    let names: Vec<_> = r50.tensors().into_iter().map(|(n, _, _)| n).collect();
+    for expected in ["conv1.weight", "layer1.0.downsample.0.weight", "layer4.2.bn3.running_mean", "fc.weight"] {
+        assert!(names.contains(&expected.to_string()), "{expected}");
+    }
+    assert_eq!(r50.output_layer(), ["fc.weight", "fc.bias"]);
+    let sq = model("imagenet_squeezenet_1_1", imagenet, 0);
+    assert_eq!(sq.output_layer(), ["classifier.1.weight", "classifier.1.bias"]);
+    assert!(sq.prunable().contains(&"features.12.expand3x3.weight".to_string()));
+}
+
+#[test]
+fn imagenet_models_run_forward_and_backward() {
+    // Small inputs keep this fast; every layer still runs (the pools stay >= 1x1).
+    for (name, side) in [("imagenet_resnet_18", 64), ("imagenet_resnet_50", 64), ("imagenet_squeezenet_1_1", 64)] {
+        let input = InputSpec { channels: 3, height: side, width: side, classes: 7 };
+        let m = model(name, input, 1);
+        let x = Tensor::randn(0f32, 1.0, (2, 3, side, side), &Device::Cpu).unwrap();
+        let logits = m.forward_t(&x, true).unwrap();
+        assert_eq!(logits.dims(), &[2, 7], "{name}");
+        let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::new(&[0u32, 6], &Device::Cpu).unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        for (pname, var) in m.parameters() {
+            assert!(grads.get(var.as_tensor()).is_some(), "{name}: no gradient for {pname}");
+        }
+    }
+}
+
+#[test]
+fn padded_and_ceil_mode_pooling_match_pytorch_output_sizes() {
+    // torch: MaxPool2d(3, 2, padding=1)(112x112) -> 56; MaxPool2d(3, 2, ceil_mode=True)(111) -> 55, (55) -> 27, (27) -> 13.
+    let imagenet = InputSpec { channels: 3, height: 224, width: 224, classes: 10 };
+    let m = model("imagenet_squeezenet_1_1", imagenet, 0);
+    let x = Tensor::zeros((1, 3, 224, 224), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(m.forward_t(&x, false).unwrap().dims(), &[1, 10]);
+}
