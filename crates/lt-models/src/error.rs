@@ -6,7 +6,7 @@
 pub enum Error {
     /// The model name is not one this crate builds.
     #[error(
-        "unknown model {name:?}; models are mnist_lenet_N[_M...], cifar_resnet_D[_W] (D = 6n+2), cifar_vgg_{{11,13,16,19}}, imagenet_resnet_{{18,34,50}}, imagenet_squeezenet_1_1"
+        "unknown model {name:?}; models are mnist_lenet_N[_M...], cifar_resnet_D[_W] (D = 6n+2), cifar_vgg_{{11,13,16,19}}, imagenet_resnet_{{18,34,50}}, imagenet_squeezenet_1_1, imagenet_inception_v3"
     )]
     UnknownModel {
         /// The name asked for.

@@ -9,11 +9,12 @@
 //! Networks: `mnist_lenet_N[_M...]` (fully connected, e.g. `mnist_lenet_300_100`),
 //! `cifar_resnet_D[_W]` (D = 6n+2; `cifar_resnet_20` is the paper's "ResNet-18"),
 //! `cifar_vgg_{11,13,16,19}`, and for ImageNet `imagenet_resnet_{18,34,50}` and
-//! `imagenet_squeezenet_1_1` (torchvision's definitions and names). Input channels, size and
+//! `imagenet_squeezenet_1_1`, `imagenet_inception_v3` (torchvision's definitions and names). Input channels, size and
 //! classes come from the dataset.
 
 mod error;
 mod imagenet;
+mod inception;
 mod init;
 mod lenet;
 mod model;

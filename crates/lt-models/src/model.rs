@@ -132,6 +132,8 @@ impl Model {
         } else if let Some(depth) = name.strip_prefix("imagenet_resnet_") {
             let depth = depth.parse().map_err(|_| Error::UnknownModel { name: name.into() })?;
             Box::new(crate::imagenet::ImageNetResNet::new(depth, input, vb, &mut reg)?)
+        } else if name == "imagenet_inception_v3" {
+            Box::new(crate::inception::InceptionV3::new(input, vb, &mut reg)?)
         } else if name == "imagenet_squeezenet_1_1" {
             Box::new(crate::imagenet::SqueezeNet::new(input, vb, &mut reg)?)
         } else {

@@ -122,6 +122,8 @@ fn imagenet_models_match_torchvision() {
         ("imagenet_resnet_34", 21_797_672),
         ("imagenet_resnet_50", 25_557_032),
         ("imagenet_squeezenet_1_1", 1_235_496),
+        // torchvision's 27,161,264 less the auxiliary classifier (3,326,696), which is not built
+        ("imagenet_inception_v3", 23_834_568),
     ] {
         let m = model(name, imagenet, 0);
         assert_eq!(m.num_parameters(), count, "{name}");
@@ -140,7 +142,12 @@ fn imagenet_models_match_torchvision() {
 #[test]
 fn imagenet_models_run_forward_and_backward() {
     // Small inputs keep this fast; every layer still runs (the pools stay >= 1x1).
-    for (name, side) in [("imagenet_resnet_18", 64), ("imagenet_resnet_50", 64), ("imagenet_squeezenet_1_1", 64)] {
+    for (name, side) in [
+        ("imagenet_resnet_18", 64),
+        ("imagenet_resnet_50", 64),
+        ("imagenet_squeezenet_1_1", 64),
+        ("imagenet_inception_v3", 75),
+    ] {
         let input = InputSpec { channels: 3, height: side, width: side, classes: 7 };
         let m = model(name, input, 1);
         let x = Tensor::randn(0f32, 1.0, (2, 3, side, side), &Device::Cpu).unwrap();
