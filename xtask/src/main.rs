@@ -1,16 +1,18 @@
 //! `cargo xtask`: the project's automation, one module per subcommand.
 //!
 //! - `cargo xtask bench data [--json] [--step-ms MS]`: data-pipeline throughput (see `bench.rs`).
+//! - `cargo xtask fixtures`: regenerates lt-train's PyTorch step fixtures (see `fixtures.rs`).
 //!
 //! Tidy checks of the source tree live in `tidy.rs` and run under `cargo test`.
 
 mod bench;
+mod fixtures;
 #[cfg(test)]
 mod tidy;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench data [--json] [--step-ms MS]";
+const USAGE: &str = "usage: cargo xtask bench data [--json] [--step-ms MS] | cargo xtask fixtures";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +28,7 @@ fn main() -> std::process::ExitCode {
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
+        Some("fixtures") => fixtures::run(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -27,9 +27,9 @@ pub(crate) fn max_pool(x: &Tensor, k: usize, s: usize, pad: usize, ceil: bool) -
     };
     let x = x.pad_with_zeros(2, pad, after(h))?.pad_with_zeros(3, pad, after(w))?;
     match (k, s) {
-        _ if k == s => x.max_pool2d_with_stride(k, s),
-        // candle has no backward for overlapping windows: a 3-wide window at stride 2 is the max of
-        // two 2-wide, stride-2 pools offset by one, which are differentiable.
+        _ if k == s => crate::pool::max_pool(&x, k, k),
+        // A 3-wide window at stride 2 is the max of two 2-wide, stride-2 pools offset by one
+        // (candle has no backward for overlapping windows).
         (3, 2) => {
             let rows = pool3s2(&x, 2)?;
             pool3s2(&rows, 3)
@@ -41,9 +41,9 @@ pub(crate) fn max_pool(x: &Tensor, k: usize, s: usize, pad: usize, ceil: bool) -
 /// Max over windows of 3 at stride 2 along `dim` (2 or 3) of a tensor padded to length 2n + 1.
 fn pool3s2(x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
     let n = (x.dim(dim)? - 1) / 2;
-    let (k, s) = if dim == 2 { ((2, 1), (2, 1)) } else { ((1, 2), (1, 2)) };
-    let a = x.narrow(dim, 0, 2 * n)?.max_pool2d_with_stride(k, s)?;
-    let b = x.narrow(dim, 1, 2 * n)?.max_pool2d_with_stride(k, s)?;
+    let (kh, kw) = if dim == 2 { (2, 1) } else { (1, 2) };
+    let a = crate::pool::max_pool(&x.narrow(dim, 0, 2 * n)?, kh, kw)?;
+    let b = crate::pool::max_pool(&x.narrow(dim, 1, 2 * n)?, kh, kw)?;
     a.maximum(&b)
 }
 

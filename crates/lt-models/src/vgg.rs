@@ -71,7 +71,7 @@ impl Net for CifarVgg {
         for layer in &self.layers {
             x = match layer {
                 Layer::ConvBnRelu(conv, bn) => bn.forward_t(&conv.forward(&x)?, train)?.relu()?,
-                Layer::MaxPool => x.max_pool2d(2)?,
+                Layer::MaxPool => crate::pool::max_pool(&x, 2, 2)?,
             };
         }
         self.fc.forward(&x.mean((2, 3))?)
