@@ -29,14 +29,62 @@ pub fn run(args: &[String]) -> Result<()> {
             "--json" => json = true,
             "--step-ms" => step_ms = it.next().context("--step-ms needs a value")?.parse().context("--step-ms")?,
             "data" => what = Some("data"),
+            "prune" => what = Some("prune"),
             other => bail!("unknown argument {other:?}"),
         }
     }
-    if what != Some("data") {
-        bail!("usage: cargo xtask bench data [--json] [--step-ms MS]");
+    match what {
+        Some("data") => {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+            pool.install(|| data(json, step_ms))
+        }
+        Some("prune") => prune(json),
+        _ => bail!("usage: cargo xtask bench data|prune [--json] [--step-ms MS]"),
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    pool.install(|| data(json, step_ms))
+}
+
+/// Global magnitude pruning and SNIP of VGG-19's 20M conv weights (20% of the survivors, one
+/// thread): the host's own selection time, best of 3.
+fn prune(json: bool) -> Result<()> {
+    use std::collections::BTreeMap;
+    let input = lt_models::InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
+    let model = lt_models::Model::new("cifar_vgg_19", input, 0, Default::default(), &Device::Cpu)?;
+    let prunable = model.prunable();
+    let mut weights = BTreeMap::new();
+    for (name, var) in model.parameters().into_iter().filter(|(n, _)| prunable.contains(n)) {
+        weights.insert(name, var.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+    }
+    let grads: BTreeMap<String, Vec<f32>> =
+        weights.iter().map(|(n, w)| (n.clone(), w.iter().map(|v| v.sin()).collect())).collect();
+    let shapes: Vec<(String, Vec<usize>)> = weights.iter().map(|(n, w)| (n.clone(), vec![w.len()])).collect();
+    let mask = lt_prune::Mask::dense(shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())));
+    let scope = lt_prune::Scope::Global(lt_prune::Amount::Fraction(0.2));
+    let time = |f: &dyn Fn() -> Result<lt_prune::Mask, lt_prune::Error>| -> Result<f64> {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            std::hint::black_box(f()?);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(best)
+    };
+    let magnitude = time(&|| lt_prune::magnitude(&weights, &mask, &scope))?;
+    let snip = time(&|| lt_prune::snip(&weights, &grads, &mask, &scope))?;
+    let n = mask.total();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "prune", "network": "cifar_vgg_19", "weights": n, "magnitude_s": magnitude, "snip_s": snip})
+        );
+    } else {
+        println!("pruning cifar_vgg_19 ({n} prunable weights), 20% of survivors, global, 1 thread");
+        println!(
+            "  magnitude: {:.0} ms   snip (scores given): {:.0} ms   target: well under 1 s",
+            magnitude * 1e3,
+            snip * 1e3
+        );
+    }
+    Ok(())
 }
 
 struct Row {
