@@ -3,8 +3,11 @@
 //! SGD (`torch.optim.SGD`, dampening 0, no Nesterov): `g = ∇ + λw`, `b = g` on the first step and
 //! `b = μb + g` after, `w -= lr·b`. Adam (`torch.optim.Adam`, L2 weight decay): `g = ∇ + λw`,
 //! `m = β1·m + (1-β1)·g`, `v = β2·v + (1-β2)·g²`, `w -= lr/(1-β1^t) · m / (√v/√(1-β2^t) + ε)`.
-//! With a mask, `g` is multiplied by it before anything else and `w` after the update, so a pruned
-//! weight, its gradient and its optimizer state stay exactly zero.
+//! With a mask, `g` is multiplied by it before anything else. A pruned weight that is zero before the
+//! step (the trainer zeroes pruned weights once, when a run starts) then stays exactly zero: its
+//! gradient and weight decay are 0, so SGD's buffer and Adam's moments stay 0 and the update is
+//! `w - lr * 0`. The weights are not re-masked after each step: that would be one more pass over
+//! every masked tensor on the hottest path, for nothing.
 
 use std::collections::BTreeMap;
 
@@ -83,7 +86,8 @@ impl Optimizer {
         self.steps
     }
 
-    /// One update of every parameter that has a gradient.
+    /// One update of every parameter that has a gradient. Weights pruned by `masks` must already be
+    /// zero ([`crate::Trainer`] zeroes them when a run starts); they then stay exactly zero.
     pub fn step(&mut self, params: &[(String, Var)], grads: &GradStore, lr: f64, masks: &Masks) -> Result<(), Error> {
         self.steps += 1;
         let t = self.steps as i32;
@@ -126,10 +130,6 @@ impl Optimizer {
                     self.state.insert(name.clone(), vec![m, v]);
                     new_w
                 }
-            };
-            let new_w = match mask {
-                Some(m) => (new_w * m)?,
-                None => new_w,
             };
             var.set(&new_w)?;
         }
