@@ -76,6 +76,7 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
     }
     let eval_every = args.eval_every.map_or((iterations / 10).max(1), |s| s.iterations(per_epoch));
     let config = RunConfig {
+        start_iteration: 0,
         iterations,
         batch_size,
         optimizer: preset.optimizer,

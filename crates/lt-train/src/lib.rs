@@ -10,6 +10,7 @@
 
 mod checkpoint;
 mod error;
+mod gradients;
 mod optim;
 mod preset;
 mod schedule;
@@ -18,6 +19,7 @@ mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use error::Error;
+pub use gradients::gradients;
 pub use optim::{Optimizer, OptimizerConfig};
 pub use preset::{PRESETS, Preset};
 pub use schedule::Schedule;

@@ -28,6 +28,11 @@ pub type Masks = BTreeMap<String, Tensor>;
 /// What a run does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// Start at this iteration (k, for a run rewound to W_k): the schedule and the data order
+    /// continue from it. The caller loads W_k into the model; the optimizer starts fresh, as in
+    /// OpenLTH. 0 for a run from initialization.
+    #[serde(default)]
+    pub start_iteration: u64,
     /// Train until this iteration (T).
     pub iterations: u64,
     /// Examples per batch.
@@ -53,6 +58,12 @@ impl RunConfig {
         self.schedule.validate()?;
         if self.batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        if self.start_iteration > self.iterations {
+            return Err(Error::Config(format!(
+                "start iteration {} is past the end of training ({})",
+                self.start_iteration, self.iterations
+            )));
         }
         if let Some(k) = self.save_at.iter().find(|&&k| k > self.iterations) {
             return Err(Error::Config(format!(
@@ -181,6 +192,7 @@ impl Trainer {
         }
         let loader = Loader::new(train, config.data_order_seed, config.batch_size, device)?;
         let optimizer = Optimizer::new(config.optimizer)?;
+        let start = config.start_iteration;
         let mut trainer = Trainer {
             model,
             optimizer,
@@ -190,7 +202,7 @@ impl Trainer {
             config,
             dir: dir.to_path_buf(),
             device: device.clone(),
-            iteration: 0,
+            iteration: start,
             records: Vec::new(),
         };
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.into(), source: e })?;
@@ -270,8 +282,9 @@ impl Trainer {
         let (mut loss_sum, mut loss_n) = (0f64, 0u64);
         let mut last_good = self.checkpoint_path().is_file().then(|| self.checkpoint_path());
         let mut evaluation = None;
-        if self.iteration == 0 && self.config.save_at.contains(&0) {
-            self.save(&self.dir.join("step_0.safetensors"))?;
+        let start_at = self.config.start_iteration;
+        if self.iteration == start_at && self.config.save_at.contains(&start_at) {
+            self.save(&self.dir.join(format!("step_{start_at}.safetensors")))?;
         }
         while self.iteration < end {
             let t = self.iteration;

@@ -24,6 +24,7 @@ fn lenet(seed: u64) -> Model {
 
 fn config(iterations: u64, optimizer: OptimizerConfig, lr: f64) -> RunConfig {
     RunConfig {
+        start_iteration: 0,
         iterations,
         batch_size: 60,
         optimizer,
@@ -199,4 +200,42 @@ fn lenet_learns_fashion_mnist() {
     let lines = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 2);
     assert!(lines.contains("\"test_accuracy\""));
+}
+
+#[test]
+fn a_run_rewound_to_k_continues_the_schedule_and_the_data_order_from_k() {
+    let train = fashion("train", 1200);
+    // Plain SGD keeps no optimizer state, so a run restarted from W_k with a fresh optimizer must
+    // reproduce the uninterrupted run bit for bit: only the same batches and rates can do that.
+    let sgd = OptimizerConfig::Sgd { momentum: 0.0, weight_decay: 0.0 };
+    let mut whole_config = config(12, sgd, 0.05);
+    whole_config.schedule = Schedule { lr: 0.05, milestones: vec![9], gamma: 0.1, warmup: 4 };
+    whole_config.eval_every = 1;
+    whole_config.save_at = vec![6];
+    let whole = tempfile::tempdir().unwrap();
+    let mut a =
+        Trainer::new(lenet(3), train.clone(), None, Masks::new(), whole_config.clone(), whole.path(), &Device::Cpu)
+            .unwrap();
+    a.run(&mut |_| {}).unwrap();
+
+    let w6 = lt_train::Checkpoint::load(&whole.path().join("step_6.safetensors"), &Device::Cpu).unwrap();
+    let model = lenet(77);
+    model.load_state(&w6.model).unwrap();
+    let rewound = tempfile::tempdir().unwrap();
+    let b_config = RunConfig { start_iteration: 6, save_at: vec![], ..whole_config };
+    let mut b = Trainer::new(model, train, None, Masks::new(), b_config, rewound.path(), &Device::Cpu).unwrap();
+    assert_eq!(b.iteration(), 6);
+    b.run(&mut |_| {}).unwrap();
+    let lrs = |t: &Trainer| t.records().iter().map(|r| (r.iteration, r.lr)).collect::<Vec<_>>();
+    assert_eq!(lrs(&b), lrs(&a)[6..]);
+    assert_eq!(lrs(&b)[0], (7, 0.05));
+    assert_eq!(weights(a.model()), weights(b.model()));
+}
+
+#[test]
+fn a_start_past_the_end_is_refused() {
+    let mut c = config(10, OptimizerConfig::adam(), 1e-3);
+    c.start_iteration = 11;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("start iteration 11 is past the end of training (10)"), "{err}");
 }
