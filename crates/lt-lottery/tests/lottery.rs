@@ -1,0 +1,161 @@
+//! The lottery runner, branches and stability on real Fashion-MNIST with LeNet-300-100 at a tiny
+//! scale: rewinding, masks, reuse of finished jobs, controls, and errors.
+
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+use std::collections::HashMap;
+
+use lt_data::Locations;
+use lt_lottery::{
+    Branch, BranchKind, BranchSpec, Context, Data, Event, Exec, Lottery, LotterySpec, PruneSpec, TrainSpec,
+};
+use lt_train::Preset;
+
+fn data() -> Data {
+    let mut loc = Locations::from_env(None);
+    loc.data_dir = None;
+    Data::open("fashion-mnist", Some(3000), &loc).unwrap()
+}
+
+fn spec(rewind: u64) -> LotterySpec {
+    let preset = Preset::named("lenet").unwrap();
+    let mut train = TrainSpec::from_preset(preset, Some("fashion-mnist"), 0, 50);
+    train.iterations = 40;
+    train.train_examples = Some(3000);
+    LotterySpec { train, rewind, prune: PruneSpec::for_preset(preset) }
+}
+
+fn quiet() -> impl FnMut(Event) {
+    |_| {}
+}
+
+#[test]
+fn imp_prunes_layerwise_rewinds_to_w_k_and_reuses_finished_levels() {
+    let store = tempfile::tempdir().unwrap();
+    let data = data();
+    let exec = Exec::default();
+    let run = Lottery::create(store.path(), spec(10)).unwrap();
+    let mut events = quiet();
+    let outcomes = run.run(2, &mut Context { data: &data, exec: &exec, events: &mut events }).unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes[0].density, 1.0);
+
+    // Layer-wise: 20% of each hidden layer's survivors, 10% of the output layer's, per level.
+    let m2 = run.mask(2).unwrap();
+    let count = |n: usize, f: f64, levels: u32| (0..levels).fold(n, |s, _| s - (f * s as f64).round() as usize);
+    assert_eq!(m2.survivors_of("fc_layers.0.weight"), count(784 * 300, 0.2, 2));
+    assert_eq!(m2.survivors_of("fc.weight"), count(100 * 10, 0.1, 2));
+    // A pruned weight never comes back.
+    let m1 = run.mask(1).unwrap();
+    for (name, _, bits) in m2.iter() {
+        let (_, before) = m1.get(name).unwrap();
+        assert!(bits.iter().zip(before).all(|(&now, &was)| now <= was), "{name} revived a weight");
+    }
+
+    // Rewinding restores exactly W_k for survivors and zero for pruned weights.
+    let job = run.level_job(2).unwrap();
+    let ctx = Context { data: &data, exec: &exec, events: &mut events };
+    let fresh = tempfile::tempdir().unwrap();
+    let trainer =
+        lt_lottery::prepare(&run.spec().train, &lt_lottery::Job { dir: fresh.path().into(), ..job }, &ctx).unwrap();
+    assert_eq!(trainer.iteration(), 10);
+    let wk = lt_lottery::checkpoint_weights(&run.rewind_checkpoint(), None).unwrap();
+    let state: HashMap<String, Vec<f32>> = trainer
+        .model()
+        .state()
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    for (name, w) in &wk {
+        let expected: Vec<f32> = match m2.get(name) {
+            Some((_, bits)) => w.iter().zip(bits).map(|(v, &b)| if b == 1 { *v } else { 0.0 }).collect(),
+            None => w.clone(),
+        };
+        assert_eq!(state[name], expected, "{name}");
+    }
+
+    // Everything is done: a second call trains nothing and reports the same outcomes.
+    let mut skipped = 0;
+    let mut count_skips = |e: Event| {
+        if let Event::Skipped { .. } = e {
+            skipped += 1
+        }
+        assert!(!matches!(e, Event::Started { .. }), "a finished level was trained again");
+    };
+    let again = run.run(2, &mut Context { data: &data, exec: &exec, events: &mut count_skips }).unwrap();
+    assert_eq!(again, outcomes);
+    assert_eq!(skipped, 3);
+
+    // Same spec, same folder; another spec, another folder.
+    assert_eq!(Lottery::create(store.path(), spec(10)).unwrap().dir(), run.dir());
+    assert_ne!(Lottery::create(store.path(), spec(0)).unwrap().dir(), run.dir());
+    assert_eq!(Lottery::open(run.dir()).unwrap().spec(), run.spec());
+
+    // Branches: random pruning keeps each tensor's count; reinit and reset keep the mask; SNIP the density.
+    let mut ctx = Context { data: &data, exec: &exec, events: &mut events };
+    let random = Branch::create(&run, BranchSpec::new(BranchKind::RandomPrune)).unwrap();
+    let rmask = random.mask(2, &mut ctx).unwrap();
+    for name in m2.names() {
+        assert_eq!(rmask.survivors_of(name), m2.survivors_of(name), "{name}");
+    }
+    assert_ne!(rmask, m2);
+    let snip = Branch::create(&run, BranchSpec::new(BranchKind::Snip)).unwrap();
+    let smask = snip.mask(2, &mut ctx).unwrap();
+    assert_eq!(smask.survivors(), m2.survivors());
+    let results = Branch::create(&run, BranchSpec::new(BranchKind::Reinit)).unwrap().run(&[1], &mut ctx).unwrap();
+    assert_eq!(results[0].1.density, m1.density());
+
+    // Errors name the problem.
+    let err = run.outcome(5).unwrap_err().to_string();
+    assert!(err.contains("level 5 of run") && err.contains("levels 0-2 are"), "{err}");
+    let err = Branch::create(&run, BranchSpec::new(BranchKind::Reset)).unwrap().run(&[4], &mut ctx).unwrap_err();
+    assert!(err.to_string().contains("level 4"), "{err}");
+    let err = Branch::create(&run, BranchSpec::new(BranchKind::Retrain)).unwrap_err().to_string();
+    assert!(err.contains("needs a learning rate"), "{err}");
+}
+
+#[test]
+fn stability_reuses_runs_and_measures_zero_for_a_network_and_itself() {
+    let store = tempfile::tempdir().unwrap();
+    let data = data();
+    let exec = Exec::default();
+    let run = Lottery::create(store.path(), spec(0)).unwrap();
+    let mut started = Vec::new();
+    let mut events = |e: Event| {
+        if let Event::Started { label, .. } = e {
+            started.push(label)
+        }
+    };
+    let mut ctx = Context { data: &data, exec: &exec, events: &mut events };
+    run.run(1, &mut ctx).unwrap();
+
+    // With k = 0, level 0 is its own pruning partner: the distance is exactly zero.
+    let r = lt_lottery::pruning(&run, 0, 1, false, &mut ctx).unwrap();
+    assert_eq!(r.imp.l2.mean, 0.0);
+
+    let d = lt_lottery::data_order(&run, 1, 2, true, &mut ctx).unwrap();
+    assert_eq!(d.imp.pairs.len(), 1);
+    assert!(d.imp.l2.mean > 0.0 && d.imp.angle.mean > 0.0 && d.imp.angle.mean < 90.0, "{d:?}");
+    let random = d.random.as_ref().unwrap();
+    assert!((random.density - d.imp.density).abs() < 1e-12);
+    assert!(d.ratio_l2.unwrap() > 0.0);
+    assert!(run.dir().join("stability/data-order-level_1-n2.json").is_file());
+
+    let p = lt_lottery::pruning(&run, 1, 2, true, &mut ctx).unwrap();
+    assert_eq!(p.imp.pairs.len(), 2);
+    assert!(p.imp.l2.min > 0.0);
+    drop(ctx);
+    // Reused: the level's own run is copy 0 and the dense run is its partner; copy 1 of each
+    // subnetwork and one dense partner were trained once each, in either measurement.
+    let trained: Vec<_> = started.iter().filter(|l| l.contains("data order")).collect();
+    assert_eq!(trained.len(), 3, "{started:?}");
+
+    let mut events = quiet();
+    let mut ctx = Context { data: &data, exec: &exec, events: &mut events };
+    let curve = lt_lottery::interpolate(&run, 1, 5, 0, &mut ctx).unwrap();
+    assert_eq!(curve.errors.len(), 5);
+    assert_eq!(curve.bn_batches, 0, "LeNet has no BatchNorm");
+    let err = lt_lottery::data_order(&run, 1, 1, false, &mut ctx).unwrap_err().to_string();
+    assert!(err.contains("at least 2 samples"), "{err}");
+}
