@@ -7,6 +7,7 @@
 mod http_server;
 
 mod data;
+mod lottery;
 mod train;
 
 use std::path::{Path, PathBuf};

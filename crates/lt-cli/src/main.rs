@@ -2,6 +2,8 @@
 //! is done by the libraries (`lt-data`, ...). Errors are printed once, as a chain, with exit code 2.
 
 mod data;
+mod experiment;
+mod lottery;
 mod train;
 
 use std::path::PathBuf;
@@ -27,6 +29,18 @@ enum Command {
     Data(data::DataCommand),
     /// Train a network with one of the paper's presets (and overrides).
     Train(train::TrainArgs),
+    /// Find lottery tickets: iterative magnitude pruning with rewinding to iteration k.
+    Lottery(lottery::LotteryArgs),
+    /// Branch off a lottery run: random-prune, reinit, reset, snip or retrain its subnetworks.
+    Branch(lottery::BranchArgs),
+    /// Stability of a level's subnetwork to data order or to pruning, with a random control;
+    /// linear interpolation between copies.
+    Stability(lottery::StabilityArgs),
+    /// The jobs a lottery run needs and which are done.
+    Plan(lottery::PlanArgs),
+    /// The runs of an experiment store: list, show, export.
+    #[command(subcommand)]
+    Runs(lottery::RunsCommand),
 }
 
 /// Prints a line above a progress bar, or plainly when the bar is hidden (output is not a terminal),
@@ -45,6 +59,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => data::run(cmd, &locations),
         Command::Train(args) => train::run(args, &locations),
+        Command::Lottery(args) => lottery::lottery(args, &locations),
+        Command::Branch(args) => lottery::branch(args, &locations),
+        Command::Stability(args) => lottery::stability(args, &locations),
+        Command::Plan(args) => lottery::plan(args, &locations),
+        Command::Runs(cmd) => lottery::runs(cmd),
     };
     match result {
         Ok(code) => code,

@@ -169,16 +169,12 @@ impl Branch {
                 let names: Vec<String> = dense.names().map(String::from).collect();
                 let (init, t0) = self.start();
                 let train = &self.run.spec().train;
-                let grads = crate::prune::snip_gradients(
-                    train,
-                    train.data_order_seed,
-                    ctx,
-                    &init,
-                    None,
+                let batches = crate::prune::Batches {
+                    data_order_seed: train.data_order_seed,
                     t0,
-                    self.spec.snip_batches.unwrap_or(1),
-                    &names,
-                )?;
+                    count: self.spec.snip_batches.unwrap_or(1),
+                };
+                let grads = crate::prune::snip_gradients(train, ctx, &init, None, batches, &names)?;
                 let at = match &init {
                     Init::Checkpoint(p) => p.clone(),
                     Init::Fresh { .. } => self.run.init_checkpoint(),

@@ -74,6 +74,8 @@ pub enum Event {
         from: u64,
         /// Its last iteration.
         to: u64,
+        /// Whether it continues from its own checkpoint.
+        resumed: bool,
     },
     /// Progress inside the running job.
     Train(Progress),
@@ -208,7 +210,12 @@ pub fn run(spec: &TrainSpec, job: &Job, ctx: &mut Context) -> Result<Outcome, Er
         return Ok(outcome);
     }
     let mut trainer = prepare(spec, job, ctx)?;
-    (ctx.events)(Event::Started { label: job.label.clone(), from: trainer.iteration(), to: spec.iterations });
+    (ctx.events)(Event::Started {
+        label: job.label.clone(),
+        from: trainer.iteration(),
+        to: spec.iterations,
+        resumed: trainer.iteration() > job.start,
+    });
     let started = Instant::now();
     let events = &mut *ctx.events;
     let summary = trainer.run(&mut |p| events(Event::Train(p)))?;

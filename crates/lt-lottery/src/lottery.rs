@@ -247,16 +247,14 @@ impl Lottery {
         let mask = match strategy {
             "magnitude" => lt_prune::magnitude(&weights, &previous, &scope)?,
             "snip" => {
-                let grads = crate::prune::snip_gradients(
-                    &self.spec.train,
-                    self.spec.train.data_order_seed,
-                    ctx,
-                    &Init::Checkpoint(prev_final.clone()),
-                    Some(&previous),
-                    0,
-                    self.spec.prune.snip_batches.unwrap_or(1),
-                    &names,
-                )?;
+                let batches = crate::prune::Batches {
+                    data_order_seed: self.spec.train.data_order_seed,
+                    t0: 0,
+                    count: self.spec.prune.snip_batches.unwrap_or(1),
+                };
+                let init = Init::Checkpoint(prev_final.clone());
+                let grads =
+                    crate::prune::snip_gradients(&self.spec.train, ctx, &init, Some(&previous), batches, &names)?;
                 lt_prune::snip(&weights, &grads, &previous, &scope)?
             }
             plugin => crate::prune::plugin(plugin, &weights, &previous, &scope, self.spec.train.seed + level as u64)?,

@@ -9,16 +9,25 @@ use lt_prune::{Mask, Scope};
 use crate::job::{self, Context, Init};
 use crate::{Error, TrainSpec};
 
+/// Which mini-batches a score is computed on.
+#[derive(Debug, Clone, Copy)]
+pub struct Batches {
+    /// The data order.
+    pub data_order_seed: u64,
+    /// The first batch's iteration.
+    pub t0: u64,
+    /// How many.
+    pub count: u64,
+}
+
 /// Gradients of the loss at `init`'s weights (pruned weights zeroed by `mask`) for `names`, summed
-/// over `batches` mini-batches of the data order `data_order_seed` from iteration `t0`.
+/// over `batches`.
 pub fn snip_gradients(
     spec: &TrainSpec,
-    data_order_seed: u64,
     ctx: &mut Context,
     init: &Init,
     mask: Option<&Mask>,
-    t0: u64,
-    batches: u64,
+    batches: Batches,
     names: &[String],
 ) -> Result<BTreeMap<String, Vec<f32>>, Error> {
     let device = &ctx.exec.device;
@@ -31,8 +40,8 @@ pub fn snip_gradients(
             }
         }
     }
-    let mut loader = Loader::new(ctx.data.train.clone(), data_order_seed, spec.batch_size, device)?;
-    Ok(lt_train::gradients(&model, &mut loader, t0, batches, names)?)
+    let mut loader = Loader::new(ctx.data.train.clone(), batches.data_order_seed, spec.batch_size, device)?;
+    Ok(lt_train::gradients(&model, &mut loader, batches.t0, batches.count, names)?)
 }
 
 /// Prunes with the plugin named by `strategy` (`plugin:NAME` or `plugin:PATH`).

@@ -145,7 +145,6 @@ fn stability_reuses_runs_and_measures_zero_for_a_network_and_itself() {
     let p = lt_lottery::pruning(&run, 1, 2, true, &mut ctx).unwrap();
     assert_eq!(p.imp.pairs.len(), 2);
     assert!(p.imp.l2.min > 0.0);
-    drop(ctx);
     // Reused: the level's own run is copy 0 and the dense run is its partner; copy 1 of each
     // subnetwork and one dense partner were trained once each, in either measurement.
     let trained: Vec<_> = started.iter().filter(|l| l.contains("data order")).collect();

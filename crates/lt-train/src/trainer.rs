@@ -303,7 +303,7 @@ impl Trainer {
             loss_n += 1;
             progress(Progress::Step { iteration: self.iteration, loss: value });
             let done = self.iteration == end;
-            let every = |n: u64| n > 0 && self.iteration % n == 0;
+            let every = |n: u64| n > 0 && self.iteration.is_multiple_of(n);
             if every(self.config.eval_every) || done {
                 let ev = match &self.test {
                     Some(test) => Some(evaluate(&self.model, test, 1000, &self.device)?),

@@ -1,0 +1,164 @@
+//! The options that name a lottery run (shared by `lt lottery`, `lt branch`, `lt stability` and
+//! `lt plan`) and the progress display of experiments.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lt_data::Locations;
+use lt_lottery::{Data, Event, Lottery, LotterySpec, PruneSpec, TrainSpec};
+use lt_train::{Preset, Progress, Steps};
+
+use crate::say;
+
+/// Options that name a lottery run.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The setup: lenet, resnet18-standard|low|warmup, vgg19-standard|low|warmup.
+    #[arg(long)]
+    pub preset: String,
+    /// Train on this dataset instead of the preset's (e.g. fashion-mnist where CIFAR-10 is absent).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Training length T, e.g. 300it or 6ep (default: the preset's).
+    #[arg(long)]
+    pub iters: Option<Steps>,
+    /// Batch size (default: the preset's).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Base learning rate (default: the preset's).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Rewind point k, e.g. 500it, 2ep, or 0 to reset to initialization.
+    #[arg(long, default_value = "0")]
+    pub rewind: Steps,
+    /// Pruning strategy per level: magnitude, snip, or plugin:NAME / plugin:PATH.
+    #[arg(long, default_value = "magnitude")]
+    pub strategy: String,
+    /// Fraction of the surviving weights pruned per level (default: the preset's, 0.2).
+    #[arg(long)]
+    pub fraction: Option<f64>,
+    /// Prune once, to this density, instead of iteratively (use with --levels 1).
+    #[arg(long, value_name = "DENSITY")]
+    pub one_shot: Option<f64>,
+    /// The replicate: its own seed for the initialization and the data order.
+    #[arg(long, default_value_t = 0)]
+    pub replicate: u64,
+    /// Seed of the data order (default: the replicate).
+    #[arg(long)]
+    pub data_order_seed: Option<u64>,
+    /// Use only the first N training examples (reduced-scale runs).
+    #[arg(long, value_name = "N")]
+    pub train_examples: Option<usize>,
+    /// Evaluate (and checkpoint) every this often, e.g. 1ep (default: 10 times per job).
+    #[arg(long)]
+    pub eval_every: Option<Steps>,
+    /// The experiment store (runs are folders in it named by their hyperparameters).
+    #[arg(long, default_value = "results/store")]
+    pub out: PathBuf,
+}
+
+/// A run's spec with its data opened.
+pub struct Opened {
+    pub run: Lottery,
+    pub data: Data,
+    pub exec: lt_lottery::Exec,
+}
+
+impl RunArgs {
+    /// The run these options name, created in the store if new.
+    pub fn open(&self, loc: &Locations) -> Result<Opened> {
+        let preset = Preset::named(&self.preset)?;
+        let dataset = self.dataset.as_deref().unwrap_or(preset.dataset);
+        let data = Data::open(dataset, self.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
+        let mut train = TrainSpec::from_preset(preset, Some(dataset), self.replicate, 1);
+        let batch = self.batch.unwrap_or(preset.batch_size);
+        let per_epoch = data.iterations_per_epoch(batch)?;
+        train.batch_size = batch;
+        train.iterations = self.iters.unwrap_or(preset.iterations).iterations(per_epoch);
+        train.train_examples = self.train_examples;
+        if let Some(lr) = self.lr {
+            train.schedule.lr = lr;
+        }
+        if let Some(seed) = self.data_order_seed {
+            train.data_order_seed = seed;
+        }
+        let mut prune = PruneSpec::for_preset(preset);
+        prune.strategy = self.strategy.clone();
+        if let Some(f) = self.fraction {
+            prune.fraction = f;
+        }
+        prune.one_shot = self.one_shot;
+        let spec = LotterySpec { train, rewind: self.rewind.iterations(per_epoch), prune };
+        let run = Lottery::create(&self.out, spec)?;
+        let eval_every = self.eval_every.map_or(0, |s| s.iterations(per_epoch));
+        let exec = lt_lottery::Exec { eval_every, ..Default::default() };
+        if dataset != preset.dataset {
+            println!("note: the paper trains {} on {}; this run uses {dataset}", preset.name, preset.dataset);
+        }
+        Ok(Opened { run, data, exec })
+    }
+}
+
+/// Shows experiment events: one line per job, a bar for the running one.
+pub struct Reporter {
+    bar: ProgressBar,
+}
+
+impl Reporter {
+    pub fn new() -> Result<Self> {
+        let bar = ProgressBar::hidden();
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} it  {msg}  eta {eta}")?.progress_chars("=> "),
+        );
+        Ok(Reporter { bar })
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Started { label, from, to, resumed } => {
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    self.bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                }
+                self.bar.set_length(to);
+                self.bar.set_position(from);
+                self.bar.reset_eta();
+                self.bar.set_prefix(label.clone());
+                let how = if resumed {
+                    format!("resuming at iteration {from}")
+                } else {
+                    format!("starting at iteration {from}")
+                };
+                say(&self.bar, format!("{label}: {how}, training to iteration {to}"));
+            }
+            Event::Train(Progress::Step { iteration, loss }) => {
+                self.bar.set_position(iteration);
+                if iteration % 20 == 0 {
+                    self.bar.set_message(format!("loss {loss:.4}"));
+                }
+            }
+            Event::Train(_) => {}
+            Event::Skipped { label, outcome } => say(
+                &self.bar,
+                format!(
+                    "{label}: done before ({:.2}% test accuracy, {:.1}% of weights left)",
+                    100.0 * outcome.accuracy,
+                    100.0 * outcome.density
+                ),
+            ),
+            Event::Finished { label, outcome } => {
+                self.bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+                say(
+                    &self.bar,
+                    format!(
+                        "{label}: {:.2}% test accuracy, {:.1}% of weights left, {:.0} s",
+                        100.0 * outcome.accuracy,
+                        100.0 * outcome.density,
+                        outcome.wall_s
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `lt lottery`, `lt branch`, `lt stability`, `lt plan` and `lt runs` on real Fashion-MNIST at a
+//! tiny scale, a lottery run killed with SIGKILL mid-level, and bad requests.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{Sandbox, stderr, stdout};
+
+fn run_args(store: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--preset",
+        "lenet",
+        "--dataset",
+        "fashion-mnist",
+        "--iters",
+        "200it",
+        "--rewind",
+        "20it",
+        "--train-examples",
+        "3000",
+        "--eval-every",
+        "20it",
+        "--out",
+        store,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // A flag in `extra` replaces the default one.
+    for flag in extra.iter().filter(|f| f.starts_with("--")) {
+        if let Some(i) = v.iter().position(|a| a == flag) {
+            v.drain(i..i + 2);
+        }
+    }
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn lt(sb: &Sandbox, command: &[&str], store: &str, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+    args.extend(run_args(store, extra));
+    sb.lt(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn lottery_branches_stability_and_runs_work_through_the_binary() {
+    let sb = Sandbox::new();
+    let store = sb.path().join("store");
+    let store = store.to_str().unwrap();
+    let o = lt(&sb, &["lottery"], store, &["--levels", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("level  weights left  test accuracy") && text.contains("64.06%"), "{text}");
+
+    let o = lt(&sb, &["stability", "data-order"], store, &["--level", "2", "--samples", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("stability to data order at level 2") && text.contains("random / IMP: L2"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("imp ")) && text.lines().any(|l| l.starts_with("random ")), "{text}");
+
+    let o = lt(&sb, &["branch", "reinit"], store, &["--levels", "1-2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = sb.lt(&["runs", "export", "--out", store]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = stdout(&o);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("run,preset,model,dataset,replicate,rewind"), "{csv}");
+    // 3 lottery levels, 2 reinit levels, 1 random-prune level (the stability control).
+    assert_eq!(lines.len(), 1 + 3 + 2 + 1, "{csv}");
+
+    let o = lt(&sb, &["plan"], store, &["--levels", "3"]);
+    let text = stdout(&o);
+    assert!(text.contains("3 of 4 jobs done; 180 iterations to train"), "{text}");
+
+    // Bad requests: clear errors, nothing lost.
+    let o = lt(&sb, &["stability", "pruning"], store, &["--level", "5"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("level 5 of run") && stderr(&o).contains("levels 0-2 are"), "{}", stderr(&o));
+    let o = lt(&sb, &["lottery"], store, &["--levels", "1", "--rewind", "500it"]);
+    assert!(
+        stderr(&o).contains("rewind point (iteration 500) is past the end of training (iteration 200)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = lt(&sb, &["lottery"], store, &["--fraction", "1.5"]);
+    assert!(stderr(&o).contains("fraction must be in (0, 1), got 1.5"), "{}", stderr(&o));
+    let o = lt(&sb, &["branch", "grow"], store, &[]);
+    assert!(stderr(&o).contains("unknown branch \"grow\""), "{}", stderr(&o));
+    let o = sb.lt(&["runs", "list", "--out", store]);
+    assert!(stdout(&o).contains("levels 0-2 done"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_lottery_run_killed_mid_level_resumes_to_the_same_results() {
+    let sb = Sandbox::new();
+    let whole = sb.path().join("whole");
+    let o = lt(&sb, &["lottery"], whole.to_str().unwrap(), &["--levels", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let killed = sb.path().join("killed");
+    let mut args = vec!["lottery".to_string()];
+    args.extend(run_args(killed.to_str().unwrap(), &["--levels", "2"]));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(&args)
+        .env("LT_CACHE_DIR", sb.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it in the middle of level 1: after its first checkpoint, before it finishes.
+    let level1 = |store: &std::path::Path| {
+        let runs = store.join("lottery");
+        std::fs::read_dir(&runs).ok()?.next()?.ok().map(|e| e.path())
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(300) {
+        if let Some(run) = level1(&killed)
+            && run.join("level_1/checkpoint.safetensors").exists()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run_killed = level1(&killed).unwrap();
+    assert!(!run_killed.join("level_2/done.json").exists(), "the run finished before it was killed");
+
+    let o = sb.lt(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("level 0 (dense): done before"), "{}", stdout(&o));
+    let run_whole = level1(&whole).unwrap();
+    assert_eq!(run_whole.file_name(), run_killed.file_name(), "same hyperparameters, same folder name");
+    for level in 0..=2 {
+        let read = |run: &std::path::Path, f: &str| std::fs::read(run.join(format!("level_{level}/{f}"))).unwrap();
+        assert_eq!(read(&run_whole, "final.safetensors"), read(&run_killed, "final.safetensors"), "level {level}");
+        assert_eq!(read(&run_whole, "mask.safetensors"), read(&run_killed, "mask.safetensors"), "level {level}");
+    }
+}
