@@ -15,6 +15,7 @@ use crate::error::{Error, IoContext};
 const BUILTIN: &[(&str, &str)] = &[
     ("mnist.toml", include_str!("../../../datasets/mnist.toml")),
     ("fashion-mnist.toml", include_str!("../../../datasets/fashion-mnist.toml")),
+    ("fashion-mnist-sample.toml", include_str!("../../../datasets/fashion-mnist-sample.toml")),
     ("cifar10.toml", include_str!("../../../datasets/cifar10.toml")),
     ("imagenet.toml", include_str!("../../../datasets/imagenet.toml")),
 ];
@@ -246,7 +247,7 @@ mod tests {
             Manifest::parse(text, file).unwrap_or_else(|e| panic!("{e}"));
         }
         let names: Vec<_> = Manifest::builtin().into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["cifar10", "fashion-mnist", "imagenet", "mnist"]);
+        assert_eq!(names, ["cifar10", "fashion-mnist", "fashion-mnist-sample", "imagenet", "mnist"]);
     }
 
     #[test]
