@@ -1,18 +1,21 @@
 //! `cargo xtask`: the project's automation, one module per subcommand.
 //!
 //! - `cargo xtask bench data [--json] [--step-ms MS]`: data-pipeline throughput (see `bench.rs`).
+//! - `cargo xtask bench train [--json] [--steps N] [--threads N]`: training steps vs PyTorch (see `bench_train.rs`).
 //! - `cargo xtask fixtures`: regenerates lt-train's PyTorch step fixtures (see `fixtures.rs`).
 //!
 //! Tidy checks of the source tree live in `tidy.rs` and run under `cargo test`.
 
 mod bench;
+mod bench_train;
 mod fixtures;
 #[cfg(test)]
 mod tidy;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench data [--json] [--step-ms MS] | cargo xtask fixtures";
+const USAGE: &str =
+    "usage: cargo xtask bench data|prune|train [--json] ... | cargo xtask fixtures | cargo xtask reproduce FIG ...";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +30,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
+        Some("bench") if args.get(1).map(String::as_str) == Some("train") => bench_train::run(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fixtures") => fixtures::run(),
         Some("-h" | "--help") | None => {

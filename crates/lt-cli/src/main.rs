@@ -54,6 +54,7 @@ pub(crate) fn say(bar: &indicatif::ProgressBar, line: String) {
 }
 
 fn main() -> ExitCode {
+    lt_kernels::keep_freed_buffers();
     let cli = Cli::parse();
     let locations = lt_data::Locations::from_env(cli.data_dir.clone());
     let result = match cli.command {

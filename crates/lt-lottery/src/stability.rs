@@ -333,7 +333,7 @@ pub fn interpolate(
                 model.forward_t(&loader.batch(t)?.images, true)?;
             }
         }
-        let ev = lt_train::evaluate(&model, &ctx.data.test, 1000, &device)?;
+        let ev = lt_train::evaluate(&model, &ctx.data.test, lt_train::EVAL_BATCH, &device)?;
         alphas.push(alpha);
         errors.push(1.0 - ev.accuracy);
     }

@@ -8,11 +8,11 @@
 //! a pure function of its seeds; deterministic dropout is future work.
 
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
+use candle_nn::{BatchNorm, Linear, VarBuilder};
 
 use crate::Error;
 use crate::model::{InputSpec, Net, Registry};
-use crate::resnet::{bn, conv, conv_padded};
+use crate::resnet::{Conv2d, bn, conv, conv_padded};
 
 /// Max-pool `k`x`k`, stride `s`, with `pad` zeros before and enough after for `ceil_mode`
 /// (inputs must be non-negative, as after a ReLU).

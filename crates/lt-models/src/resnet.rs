@@ -3,7 +3,7 @@
 //! 1x1 strided projection shortcuts, global average pooling and one linear layer.
 
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{BatchNorm, Linear, VarBuilder};
 
 use crate::Error;
 use crate::model::{InputSpec, Net, Registry};
@@ -33,13 +33,31 @@ pub(crate) fn conv_padded(
     padding: usize,
     bias: bool,
 ) -> Result<Conv2d, Error> {
-    let cfg = Conv2dConfig { padding, stride, ..Default::default() };
     reg.linear(&vb, c_in * k * k, bias);
-    Ok(if bias {
-        candle_nn::conv2d(c_in, c_out, k, cfg, vb)?
-    } else {
-        candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb)?
-    })
+    // The values are placeholders: the model initializes every tensor by name afterwards.
+    let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", candle_nn::Init::Const(0.0))?;
+    let bias = if bias { Some(vb.get_with_hints(c_out, "bias", candle_nn::Init::Const(0.0))?) } else { None };
+    Ok(Conv2d { weight, bias, stride, padding })
+}
+
+/// A convolution layer whose arithmetic is `lt_kernels::conv2d` (fast CPU kernels; candle's own
+/// op on other devices).
+#[derive(Debug, Clone)]
+pub(crate) struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = lt_kernels::conv2d(x, &self.weight, self.stride, self.padding)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+            None => Ok(y),
+        }
+    }
 }
 
 pub(crate) fn bn(vb: VarBuilder, reg: &mut Registry, c: usize) -> Result<BatchNorm, Error> {

@@ -4,11 +4,11 @@
 //! `../shared/bench/ref_torch.py`: `layers.{i}` for the conv at position i, `layers.{i+1}` for its BatchNorm.
 
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
+use candle_nn::{BatchNorm, Linear, VarBuilder};
 
 use crate::Error;
 use crate::model::{InputSpec, Net, Registry};
-use crate::resnet::{bn, conv};
+use crate::resnet::{Conv2d, bn, conv};
 
 /// A stage plan: a number is a conv layer's width, 0 is a max-pool.
 pub(crate) fn plan(depth: usize) -> Option<&'static [usize]> {

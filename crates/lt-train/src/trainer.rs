@@ -22,6 +22,10 @@ use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::Schedule;
 
+/// Examples per evaluation batch: large enough to amortize per-batch costs, small enough that a
+/// VGG-19's activations stay well under a gigabyte.
+pub const EVAL_BATCH: usize = 250;
+
 /// Masks by parameter name: 0/1 f32 tensors of the parameter's shape.
 pub type Masks = BTreeMap<String, Tensor>;
 
@@ -306,7 +310,7 @@ impl Trainer {
             let every = |n: u64| n > 0 && self.iteration.is_multiple_of(n);
             if every(self.config.eval_every) || done {
                 let ev = match &self.test {
-                    Some(test) => Some(evaluate(&self.model, test, 1000, &self.device)?),
+                    Some(test) => Some(evaluate(&self.model, test, EVAL_BATCH, &self.device)?),
                     None => None,
                 };
                 evaluation = ev;
@@ -337,7 +341,7 @@ impl Trainer {
         if evaluation.is_none()
             && let Some(test) = &self.test
         {
-            evaluation = Some(evaluate(&self.model, test, 1000, &self.device)?);
+            evaluation = Some(evaluate(&self.model, test, EVAL_BATCH, &self.device)?);
         }
         Ok(Summary { iterations: self.iteration, evaluation, dir: self.dir.clone() })
     }
