@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's automation, one module per subcommand.
 //!
+//! - `cargo xtask reproduce figN [--scale smoke|small|paper] ...`: one figure of the paper (see `reproduce/`).
 //! - `cargo xtask bench data [--json] [--step-ms MS]`: data-pipeline throughput (see `bench.rs`).
 //! - `cargo xtask bench train [--json] [--steps N] [--threads N]`: training steps vs PyTorch (see `bench_train.rs`).
 //! - `cargo xtask fixtures`: regenerates lt-train's PyTorch step fixtures (see `fixtures.rs`).
@@ -9,6 +10,7 @@
 mod bench;
 mod bench_train;
 mod fixtures;
+mod reproduce;
 #[cfg(test)]
 mod tidy;
 
@@ -33,6 +35,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("train") => bench_train::run(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fixtures") => fixtures::run(),
+        Some("reproduce") => reproduce::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -114,6 +114,11 @@ impl Branch {
         Ok(Branch { run: run.clone(), spec, dir })
     }
 
+    /// The folder of branch `spec` of the run in `run_dir` (whether or not it exists).
+    pub fn folder(run_dir: &Path, spec: &BranchSpec) -> PathBuf {
+        run_dir.join("branches").join(format!("{}-{}", spec.kind.name(), &crate::spec::hash(spec)[..12]))
+    }
+
     /// The branch's folder.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,0 +1,639 @@
+//! `cargo xtask reproduce figN [--scale smoke|small|paper] [--dataset NAME] [--only PRESETS]
+//! [--out DIR] [--store DIR] [--dry-run]`: one command per figure of the paper.
+//!
+//! A figure is a list of tasks (lottery runs, branches, stability measurements) in the experiment
+//! store of `lt-lottery` (default `results/store`, shared by all figures, so fig1 and fig5 share
+//! their k = 0 runs). Every task is idempotent: re-running a figure skips what is done, resumes
+//! what was interrupted, and re-renders. Output goes to `results/figN/` (or `--out`):
+//! `figure.svg`, `figure.png`, `data.csv` (one row per measurement), `data.json` (the same, with
+//! the plan) and `report.md` (this run's values beside the paper's, the hyperparameters, the
+//! dataset and its checksums, the code version, wall time and scale).
+
+mod figures;
+mod plot;
+mod setup;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lt_data::Locations;
+use lt_lottery::{Branch, Context, Data, Event, Exec, Lottery};
+
+use figures::{CSV_HEADER, DEFINITIONS, Figure, Results, Row, Task, TaskResult};
+use setup::{Scale, Setup};
+
+/// Regenerate a figure of "Stabilizing the Lottery Ticket Hypothesis".
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask reproduce",
+    after_help = "figures: fig1 fig3 fig4 fig5 fig9 fig10 fig11 (`cargo xtask reproduce FIG --help` shows each plan)"
+)]
+struct Args {
+    /// fig1, fig3, fig4, fig5, fig9, fig10 or fig11.
+    figure: String,
+    /// paper: the exact protocol; small: shortened to run on one CPU; smoke: minutes, on the bundled sample.
+    #[arg(long, value_enum, default_value = "small")]
+    scale: Scale,
+    /// Run the figure's procedure on this dataset (default: the paper's; smoke: fashion-mnist-sample).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Only these networks (comma-separated presets, e.g. lenet).
+    #[arg(long)]
+    only: Option<String>,
+    /// Where the figure's files go (default results/FIG).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The experiment store (runs are shared between figures).
+    #[arg(long, default_value = "results/store")]
+    store: PathBuf,
+    /// Print the plan and the time estimate, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The help of one figure: what it runs at each scale and how long that takes here.
+fn figure_help(name: &str) -> Result<String> {
+    let def = figures::definition(name).context("unknown figure")?;
+    let mut s = format!(
+        "{}\n\n{}\n\nAt each scale (estimates: this project's engine on the 2-core CPU, from measured step times):\n",
+        def.title, def.about
+    );
+    for scale in [Scale::Smoke, Scale::Small, Scale::Paper] {
+        let panels: Vec<Setup> = def.presets.iter().map(|p| Setup::new(p, scale, None)).collect::<Result<_>>()?;
+        let fig = Figure::new(def, panels);
+        let tasks = fig.tasks();
+        let iters: u64 = tasks.iter().map(Task::iterations).sum();
+        let ms: f64 = tasks
+            .iter()
+            .map(|t| {
+                let setup = fig.panels.iter().find(|p| p.preset.name == t.spec().train.preset);
+                // Training, plus one evaluation of the test set (forward only, about a third of a
+                // training step per example) per job.
+                setup.map_or(0.0, |p| {
+                    let jobs = t.iterations().div_ceil(p.iterations.max(1)) as f64;
+                    let test = if p.dataset.ends_with("sample") { 500.0 } else { 10_000.0 };
+                    (t.iterations() as f64 * p.batch as f64 + jobs * test / 3.0) * p.ms_per_example()
+                })
+            })
+            .sum();
+        let first = &fig.panels[0];
+        let _ = writeln!(
+            s,
+            "  {:<6} {} tasks, {iters} training iterations, about {}; e.g. {}: T = {}, batch {}, {} replicate(s), {} levels (curves) / level {} (stability), dataset {}",
+            scale.name(),
+            tasks.len(),
+            human(ms / 1e3),
+            first.preset.name,
+            first.iterations,
+            first.batch,
+            first.replicates,
+            first.curve_levels(),
+            first.stability_level(),
+            first.dataset
+        );
+    }
+    s.push_str("\nThe small scale's estimate is for every network; `--only lenet` (or another preset) runs one row.\nsmall and paper use the paper's dataset (CIFAR-10: `lt data fetch cifar10`) unless --dataset names another (e.g. fashion-mnist).\n");
+    Ok(s)
+}
+
+fn human(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 7200.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else if seconds < 3.0 * 86400.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{:.0} days", seconds / 86400.0)
+    }
+}
+
+pub fn run(raw: &[String]) -> Result<()> {
+    if let (Some(fig), true) = (raw.first(), raw.iter().any(|a| a == "--help" || a == "-h")) {
+        if figures::definition(fig).is_some() {
+            print!("{}", figure_help(fig)?);
+            println!(
+                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --out DIR  --store DIR  --dry-run"
+            );
+            return Ok(());
+        }
+    }
+    let args = Args::try_parse_from(std::iter::once("reproduce".to_string()).chain(raw.iter().cloned()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let def = figures::definition(&args.figure).with_context(|| {
+        format!(
+            "unknown figure {:?}; figures are {} (fig7, fig8 and fig12 need ImageNet and are not reproduced here)",
+            args.figure,
+            DEFINITIONS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let only: Option<Vec<&str>> = args.only.as_deref().map(|o| o.split(',').map(str::trim).collect());
+    if let Some(o) = &only
+        && let Some(bad) = o.iter().find(|p| !def.presets.contains(p))
+    {
+        bail!("{} has no network {bad:?}; its networks are {}", def.name, def.presets.join(", "));
+    }
+    let panels: Vec<Setup> = def
+        .presets
+        .iter()
+        .filter(|p| only.as_ref().is_none_or(|o| o.contains(p)))
+        .map(|p| Setup::new(p, args.scale, args.dataset.as_deref()))
+        .collect::<Result<_>>()?;
+    let fig = Figure::new(def, panels);
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results").join(def.name));
+    let mut loc = Locations::from_env(None);
+    if loc.data_dir.is_none() {
+        // The bundled sample lives in the repository's datasets/ folder.
+        loc.data_dir = Some(repo_root().join("datasets"));
+    }
+    let tasks = fig.tasks();
+    let started = Instant::now();
+
+    println!("{} — scale {}, {} task(s)", fig.title, args.scale.name(), tasks.len());
+    for p in &fig.panels {
+        let note =
+            if p.dataset != p.preset.dataset { format!(" (the paper: {})", p.preset.dataset) } else { String::new() };
+        println!(
+            "  {}: {} on {}{note}, T = {} iterations, batch {}, {} replicate(s)",
+            p.preset.name, p.preset.model, p.dataset, p.iterations, p.batch, p.replicates
+        );
+    }
+    // Open each dataset once; measure a step of each network for the estimate.
+    let mut datas: Vec<(String, Option<usize>, Data)> = Vec::new();
+    for t in &tasks {
+        let s = &t.spec().train;
+        if !datas.iter().any(|(d, n, _)| d == &s.dataset && n == &s.train_examples) {
+            let data = Data::open(&s.dataset, s.train_examples, &loc).with_context(|| {
+                format!("opening {} (CIFAR-10: `lt data fetch cifar10`; or choose --dataset)", s.dataset)
+            })?;
+            datas.push((s.dataset.clone(), s.train_examples, data));
+        }
+    }
+    let data_for = |t: &Task| -> Result<&Data> {
+        let s = &t.spec().train;
+        datas.iter().find(|(d, n, _)| d == &s.dataset && n == &s.train_examples).map(|(_, _, d)| d).context("data")
+    };
+    let mut seconds_per_iteration = std::collections::BTreeMap::new();
+    for p in &fig.panels {
+        let spec = p.lottery(0, 0);
+        let data = datas.iter().find(|(d, _, _)| d == &p.dataset).map(|(_, _, d)| d).context("data")?;
+        seconds_per_iteration.insert(p.preset.name, measure_step(&spec, data)?);
+    }
+    let todo: Vec<(usize, u64)> =
+        tasks.iter().enumerate().map(|(i, t)| Ok((i, remaining_iterations(t, &args.store)?))).collect::<Result<_>>()?;
+    let total_todo: u64 = todo.iter().map(|(_, n)| n).sum();
+    let estimate: f64 = todo
+        .iter()
+        .map(|(i, n)| {
+            *n as f64 * seconds_per_iteration.get(tasks[*i].spec().train.preset.as_str()).copied().unwrap_or(0.0)
+        })
+        .sum::<f64>()
+        * 1.15;
+    println!("plan:");
+    for (i, t) in tasks.iter().enumerate() {
+        println!("  [{:>3}] {:<60} {:>9} iterations to train", i + 1, describe(t), todo[i].1);
+    }
+    println!(
+        "{total_todo} iterations to train; estimated {} here (measured step times: {})",
+        human(estimate),
+        seconds_per_iteration.iter().map(|(k, v)| format!("{k} {:.0} ms", v * 1e3)).collect::<Vec<_>>().join(", ")
+    );
+    if args.dry_run {
+        return Ok(());
+    }
+
+    let bar = ProgressBar::with_draw_target(Some(total_todo.max(1)), ProgressDrawTarget::hidden());
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+    }
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} it  {msg}  eta {eta}")?.progress_chars("=> "));
+    // One evaluation per job (at its end): evaluating a CIFAR network on 10,000 test images costs
+    // as much as many training steps. Checkpoints every tenth of a job, for resuming after a kill.
+    let longest = tasks.iter().map(|t| t.spec().train.iterations).max().unwrap_or(1);
+    let exec = Exec { eval_every: u64::MAX, checkpoint_every: (longest / 10).max(1), ..Exec::default() };
+    let mut results = Results::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let data = data_for(task)?;
+        let mut last = 0u64;
+        let label = format!("[{}/{}] {}", i + 1, tasks.len(), describe(task));
+        let mut events = |e: Event| match e {
+            Event::Started { label: job, from, to, resumed } => {
+                last = from;
+                let how = if resumed { "resuming" } else { "training" };
+                say(&bar, format!("{label}: {job}: {how} iterations {from}..{to}"));
+                bar.set_message(job);
+            }
+            Event::Train(lt_train::Progress::Step { iteration, .. }) => {
+                bar.inc(iteration.saturating_sub(last));
+                last = iteration;
+            }
+            Event::Finished { label: job, outcome } => say(
+                &bar,
+                format!("{label}: {job}: {:.2}% test accuracy ({:.0} s)", 100.0 * outcome.accuracy, outcome.wall_s),
+            ),
+            _ => {}
+        };
+        let mut ctx = Context { data, exec: &exec, events: &mut events };
+        let result = run_task(task, &args.store, &mut ctx).with_context(|| format!("task {}", describe(task)))?;
+        results.insert(task.key(), result);
+    }
+    bar.finish_and_clear();
+
+    let rows = fig.rows(&results);
+    write_outputs(&fig, &args, &out, &tasks, &rows, &datas, started.elapsed().as_secs_f64())?;
+    println!("done in {}: {}", human(started.elapsed().as_secs_f64()), out.display());
+    Ok(())
+}
+
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn describe(t: &Task) -> String {
+    let s = t.spec();
+    let base = format!("{} r{} k={}", s.train.preset, s.train.seed, s.rewind);
+    match t {
+        Task::Lottery { levels, .. } => format!("{base}: IMP levels 0-{levels}"),
+        Task::Branch { branch, levels, .. } => {
+            format!(
+                "{base}: {} levels {}-{}",
+                branch.kind.name(),
+                levels.first().unwrap_or(&0),
+                levels.last().unwrap_or(&0)
+            )
+        }
+        Task::Stability { level, kind, samples, .. } => {
+            format!("{base}: {kind:?} stability at level {level}, {samples} sample(s)")
+        }
+    }
+}
+
+/// Iterations a task still has to train (an upper bound for stability tasks whose copies are
+/// partly done).
+fn remaining_iterations(t: &Task, store: &Path) -> Result<u64> {
+    let spec = t.spec();
+    let dir = store.join("lottery").join(spec.id());
+    let (tt, k) = (spec.train.iterations, spec.rewind);
+    Ok(match t {
+        Task::Lottery { levels, .. } => (0..=*levels)
+            .filter(|l| lt_lottery::outcome(&dir.join(format!("level_{l}"))).ok().flatten().is_none())
+            .map(|l| if l == 0 { tt } else { tt - k })
+            .sum(),
+        Task::Stability { level, kind, samples, .. } => {
+            let name = if *kind == lt_lottery::StabilityKind::DataOrder { "data-order" } else { "pruning" };
+            if dir.join("stability").join(format!("{name}-level_{level}-n{samples}.json")).is_file() {
+                0
+            } else {
+                t.iterations()
+            }
+        }
+        Task::Branch { branch, levels, .. } => {
+            let bdir = Branch::folder(&dir, branch);
+            let run = Task::Lottery { spec: spec.clone(), levels: *levels.iter().max().unwrap_or(&0) };
+            remaining_iterations(&run, store)?
+                + levels
+                    .iter()
+                    .filter(|l| lt_lottery::outcome(&bdir.join(format!("level_{l}"))).ok().flatten().is_none())
+                    .count() as u64
+                    * (tt - k)
+        }
+    })
+}
+
+fn run_task(task: &Task, store: &Path, ctx: &mut Context) -> Result<TaskResult> {
+    Ok(match task {
+        Task::Lottery { spec, levels } => TaskResult::Levels(Lottery::create(store, spec.clone())?.run(*levels, ctx)?),
+        Task::Branch { spec, branch, levels } => {
+            let run = Lottery::create(store, spec.clone())?;
+            let top = *levels.iter().max().unwrap_or(&0);
+            run.run(top, ctx)?;
+            TaskResult::Branch(Branch::create(&run, branch.clone())?.run(levels, ctx)?)
+        }
+        Task::Stability { spec, level, kind, samples } => {
+            let run = Lottery::create(store, spec.clone())?;
+            let report = match kind {
+                lt_lottery::StabilityKind::DataOrder => lt_lottery::data_order(&run, *level, *samples, true, ctx)?,
+                lt_lottery::StabilityKind::Pruning => lt_lottery::pruning(&run, *level, *samples, true, ctx)?,
+            };
+            TaskResult::Stability(Box::new(report))
+        }
+    })
+}
+
+/// Seconds per training iteration of `spec`'s network on `data` (median of 3 after one warm-up).
+fn measure_step(spec: &lt_lottery::LotterySpec, data: &Data) -> Result<f64> {
+    let dev = candle_core::Device::Cpu;
+    let model = lt_models::Model::new(&spec.train.model, data.input, 0, Default::default(), &dev)?;
+    let params = model.parameters();
+    let mut opt = lt_train::Optimizer::new(spec.train.optimizer)?;
+    let mut loader = lt_data::Loader::new(data.train.clone(), 0, spec.train.batch_size, &dev)?;
+    let mut times = Vec::new();
+    for t in 0..4 {
+        let start = Instant::now();
+        let batch = loader.batch(t)?;
+        let loss = candle_nn::loss::cross_entropy(&model.forward_t(&batch.images, true)?, &batch.labels)?;
+        opt.step(&params, &loss.backward()?, 1e-9, &lt_train::Masks::new())?;
+        if t > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[1])
+}
+
+fn code_version() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+            format!("{head}{}", if dirty { " (with uncommitted changes)" } else { "" })
+        }
+        None => format!("lt {} (not a git checkout)", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// The paper's Figure 3 (L2) numbers by preset: data order IMP, random, pruning IMP, random, accuracy IMP, random.
+const PAPER_FIG3: &[(&str, &str, [&str; 8])] = &[
+    ("lenet", "10.7%", ["20.7±0.6", "58.6±4.0", "2.8x", "48.1±0.6", "75.7±0.5", "1.6x", "98.3±0.1", "97.5±0.3"]),
+    (
+        "resnet18-standard",
+        "16.7%",
+        ["66.4±0.7", "66.7±1.1", "1.0x", "54.4±0.2", "53.4±0.4", "1.0x", "87.7±0.4", "87.7±0.5"],
+    ),
+    ("resnet18-low", "16.7%", ["7.1±1.2", "28.9±3.2", "4.1x", "19.8±1.4", "26.6±0.1", "1.3x", "89.1±0.4", "86.1±0.6"]),
+    (
+        "resnet18-warmup",
+        "16.7%",
+        ["9.5±0.1", "37.4±1.9", "3.9x", "24.8±0.9", "34.6±0.2", "1.4x", "90.3±0.4", "86.8±0.5"],
+    ),
+    ("vgg19-standard", "2.2%", ["285±3", "245±34", "0.8x", "216±1", "212±1", "1.0x", "90.0±0.3", "90.2±0.5"]),
+    ("vgg19-low", "2.2%", ["36.8±2.6", "90.3±0.7", "2.5x", "44.0±0.3", "66.1±0.4", "1.5x", "91.0±0.3", "88.0±0.3"]),
+    ("vgg19-warmup", "2.2%", ["97±0.6", "267±2", "2.7x", "138±1", "201±1", "1.5x", "92.4±0.2", "90.3±0.3"]),
+];
+
+/// The paper's unpruned accuracies (Figure 2, mean of three trials).
+const PAPER_DENSE: &[(&str, &str)] = &[
+    ("lenet", "98.0±0.2"),
+    ("resnet18-standard", "90.5±0.0"),
+    ("resnet18-low", "89.1±0.1"),
+    ("resnet18-warmup", "89.6±0.1"),
+    ("vgg19-standard", "91.5±0.2"),
+    ("vgg19-low", "92.0±0.1"),
+    ("vgg19-warmup", "92.3±0.1"),
+];
+
+fn mean_of(rows: &[Row], f: impl Fn(&Row) -> bool) -> Option<lt_stability::Stats> {
+    lt_stability::Stats::of(&rows.iter().filter(|r| f(r)).map(|r| r.value).collect::<Vec<_>>())
+}
+
+fn fmt_stats(s: Option<lt_stability::Stats>, scale: f64) -> String {
+    s.map_or("-".into(), |s| format!("{:.2} [{:.2}, {:.2}]", scale * s.mean, scale * s.min, scale * s.max))
+}
+
+fn write_outputs(
+    fig: &Figure,
+    args: &Args,
+    out: &Path,
+    tasks: &[Task],
+    rows: &[Row],
+    datas: &[(String, Option<usize>, Data)],
+    wall: f64,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let smoke = args.scale == Scale::Smoke;
+    let datasets: Vec<&str> = fig.panels.iter().map(|p| p.dataset.as_str()).collect();
+    let title = format!("{} [scale {}, {}]", fig.title, args.scale.name(), datasets[0]);
+    let warning = smoke.then_some("SMOKE RUN: a pipeline check on a tiny sample, not a result");
+    let charts = fig.charts(rows);
+    let figure = plot::Figure::new(&title, warning, &charts, fig.columns());
+    lt_data::write_atomic(&out.join("figure.svg"), figure.svg().as_bytes())?;
+    let mut png = Vec::new();
+    figure.png().write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    lt_data::write_atomic(&out.join("figure.png"), &png)?;
+    let mut csv = String::from(CSV_HEADER);
+    csv.push('\n');
+    for r in rows {
+        csv.push_str(&r.csv());
+        csv.push('\n');
+    }
+    lt_data::write_atomic(&out.join("data.csv"), csv.as_bytes())?;
+    let json = serde_json::json!({
+        "figure": fig.name, "scale": args.scale, "datasets": datasets, "rows": rows,
+        "tasks": tasks.iter().map(describe).collect::<Vec<_>>(),
+    });
+    lt_data::write_atomic(&out.join("data.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+
+    // report.md
+    let mut r = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(r, "# {}\n", fig.title);
+    if smoke {
+        let _ = writeln!(
+            r,
+            "**SMOKE RUN**: a check of the whole pipeline on the bundled sample dataset with a handful of iterations. Its numbers mean nothing.\n"
+        );
+    }
+    let _ = writeln!(r, "- scale: **{}**", args.scale.name());
+    let _ = writeln!(r, "- code version: {}", code_version());
+    let _ = writeln!(r, "- wall time of this invocation: {}", human(wall));
+    let _ = writeln!(r, "- experiment store: {}", args.store.display());
+    for (name, n, data) in datas {
+        let _ = writeln!(
+            r,
+            "- dataset **{name}**{}: {} training examples, {} test examples",
+            n.map_or(String::new(), |n| format!(" (first {n})")),
+            data.train.len(),
+            data.test.len()
+        );
+        for f in data.train.files().iter().chain(data.test.files().iter()) {
+            if let Ok(d) = lt_data::digest_file(f) {
+                let _ = writeln!(r, "  - `{}` sha256 {} (decompressed bytes)", f.display(), d.sha256);
+            }
+        }
+    }
+    for p in &fig.panels {
+        if p.dataset != p.preset.dataset {
+            let _ = writeln!(
+                r,
+                "- note: the paper trains {} on {}; this run uses {}",
+                p.preset.name, p.preset.dataset, p.dataset
+            );
+        }
+    }
+    let _ = writeln!(r, "\n## Values\n");
+    match fig.name {
+        "fig3" | "fig10" => {
+            let m = if fig.name == "fig3" { "l2" } else { "angle" };
+            let _ = writeln!(r, "Mean [min, max] over samples ({m}); the paper's values (L2, Figure 3) beside them.\n");
+            let _ = writeln!(
+                r,
+                "| network | weights left | data order IMP | random | comp | paper IMP | paper random | paper comp | pruning IMP | random | comp | paper IMP | paper random | paper comp | acc IMP | acc random | paper acc IMP | paper acc random |"
+            );
+            let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            for p in &fig.panels {
+                let net = p.preset.name;
+                let get = |sub: &str, metric: &str| {
+                    mean_of(rows, |x| x.network == net && x.series == sub && x.metric == metric)
+                };
+                let d =
+                    rows.iter().find(|x| x.network == net && x.series == "imp").map_or(0.0, |x| x.weights_remaining);
+                let paper = PAPER_FIG3.iter().find(|(n, _, _)| *n == net).map(|(_, _, v)| *v).unwrap_or(["-"; 8]);
+                let comp = |a: Option<lt_stability::Stats>, b: Option<lt_stability::Stats>| match (a, b) {
+                    (Some(a), Some(b)) if a.mean > 0.0 => format!("{:.2}x", b.mean / a.mean),
+                    _ => "-".into(),
+                };
+                let (di, dr) = (get("imp", &format!("data-order-{m}")), get("random", &format!("data-order-{m}")));
+                let (pi, pr) = (get("imp", &format!("pruning-{m}")), get("random", &format!("pruning-{m}")));
+                let (ai, ar) = (get("imp", "accuracy-mean"), get("random", "accuracy-mean"));
+                let _ = writeln!(
+                    r,
+                    "| {net} | {d:.1}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    fmt_stats(di, 1.0),
+                    fmt_stats(dr, 1.0),
+                    comp(di, dr),
+                    paper[0],
+                    paper[1],
+                    paper[2],
+                    fmt_stats(pi, 1.0),
+                    fmt_stats(pr, 1.0),
+                    comp(pi, pr),
+                    paper[3],
+                    paper[4],
+                    paper[5],
+                    fmt_stats(ai, 100.0),
+                    fmt_stats(ar, 100.0),
+                    paper[6],
+                    paper[7]
+                );
+            }
+            let _ = writeln!(
+                r,
+                "\nThe paper's finding: where IMP finds winning tickets (LeNet; ResNet-18 and VGG-19 with low rates or warmup) they are more stable than random subnetworks (comp > 1) and more accurate; for the standard ResNet-18 and VGG-19 they are not (comp ≈ 1)."
+            );
+        }
+        _ => {
+            let _ = writeln!(r, "Test accuracy (%) mean [min, max] over replicates, by series and level.\n");
+            let _ = writeln!(r, "| network | series | level | weights left | accuracy |");
+            let _ = writeln!(r, "|---|---|---|---|---|");
+            let mut keys: Vec<(String, String, u32, u64)> =
+                rows.iter().map(|x| (x.network.clone(), x.series.clone(), x.level, x.rewind)).collect();
+            keys.dedup();
+            keys.sort();
+            keys.dedup();
+            for (net, series, level, rewind) in keys {
+                let sel: Vec<&Row> = rows
+                    .iter()
+                    .filter(|x| {
+                        x.network == net
+                            && x.series == series
+                            && x.level == level
+                            && x.rewind == rewind
+                            && (x.metric == "accuracy" || x.metric == "accuracy-mean")
+                    })
+                    .collect();
+                if sel.is_empty() {
+                    continue;
+                }
+                let acc = lt_stability::Stats::of(&sel.iter().map(|x| x.value).collect::<Vec<_>>());
+                let _ = writeln!(
+                    r,
+                    "| {net} | {series} | {level} | {:.1}% | {} |",
+                    sel[0].weights_remaining,
+                    fmt_stats(acc, 100.0)
+                );
+            }
+            let _ = writeln!(
+                r,
+                "\nThe paper's unpruned accuracies (Figure 2): {}.",
+                PAPER_DENSE
+                    .iter()
+                    .filter(|(n, _)| fig.panels.iter().any(|p| p.preset.name == *n))
+                    .map(|(n, v)| format!("{n} {v}%"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if fig.name == "fig5" {
+                for p in &fig.panels {
+                    let net = p.preset.name;
+                    let last = rows
+                        .iter()
+                        .filter(|x| x.network == net && x.metric == "accuracy")
+                        .map(|x| x.level)
+                        .max()
+                        .unwrap_or(0);
+                    let at = |prefix: &str| {
+                        mean_of(rows, |x| {
+                            x.network == net
+                                && x.level == last
+                                && x.series.starts_with(prefix)
+                                && x.metric == "accuracy"
+                        })
+                    };
+                    if let (Some(reset), Some(rewind)) = (at("IMP reset"), at("IMP rewound")) {
+                        let _ = writeln!(
+                            r,
+                            "\n{net} at the sparsest level ({last}): rewound {:.2}% vs reset {:.2}%: rewinding {} by {:.2} points (the paper: rewinding beats resetting at high sparsity).",
+                            100.0 * rewind.mean,
+                            100.0 * reset.mean,
+                            if rewind.mean > reset.mean { "beats resetting" } else { "does not beat resetting" },
+                            100.0 * (rewind.mean - reset.mean).abs()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let _ = writeln!(r, "\n## Hyperparameters\n");
+    for p in &fig.panels {
+        let spec = p.lottery(0, 0);
+        let _ = writeln!(
+            r,
+            "### {}\n\n{} replicate(s); scale factor {:.4} of the paper's iterations (rewind points, milestones and warmup scaled by it).\n\n```toml\n{}```\n",
+            p.preset.name,
+            p.replicates,
+            p.factor,
+            toml_string(&spec)
+        );
+    }
+    let _ = writeln!(r, "## Tasks\n");
+    for t in tasks {
+        let _ = writeln!(r, "- {}", describe(t));
+    }
+    lt_data::write_atomic(&out.join("report.md"), r.as_bytes())?;
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+fn toml_string(spec: &lt_lottery::LotterySpec) -> String {
+    // Reuse the store's own serialization (`hparams.toml`).
+    let v = serde_json::to_value(spec).unwrap_or_default();
+    let mut s = String::new();
+    if let serde_json::Value::Object(m) = v {
+        for (k, v) in m {
+            let _ = writeln!(s, "{k} = {v}");
+        }
+    }
+    s
+}
+
+use std::fmt::Write as _;

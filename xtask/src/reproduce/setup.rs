@@ -1,0 +1,160 @@
+//! Scales and the protocol of one network at a scale.
+//!
+//! - `paper`: the exact protocol of `../shared/paper/EXPERIMENTS.md`: the preset's iterations,
+//!   batch, schedule; 3 replicates; levels down to the figure's sparsities.
+//! - `small`: the same procedure with fewer iterations, the schedule's milestones, warmup and the
+//!   rewind points scaled by the same factor, fewer levels, 2 replicates; sized so that a figure's
+//!   network finishes in under an hour on this project's 2-core CPU with this engine as it is
+//!   today (LeNet 5,000 iterations; ResNet-20 50 and VGG-19 20, far too few to train CIFAR-10
+//!   networks: the small scale of the CIFAR figures waits for the fast-kernels work).
+//! - `smoke`: minutes, on the bundled `fashion-mnist-sample`: a handful of iterations, 2 levels,
+//!   1 replicate. It checks the pipeline; its numbers mean nothing, and its figure says so.
+
+use anyhow::{Result, bail};
+use lt_lottery::{LotterySpec, PruneSpec, TrainSpec};
+use lt_train::Preset;
+
+/// How much of the paper's protocol to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// Minutes, on the bundled sample dataset: checks the pipeline.
+    Smoke,
+    /// The same procedure, shortened to finish on one CPU.
+    Small,
+    /// The paper's exact protocol.
+    Paper,
+}
+
+impl Scale {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scale::Smoke => "smoke",
+            Scale::Small => "small",
+            Scale::Paper => "paper",
+        }
+    }
+}
+
+/// The three network families of the paper's CIFAR-10 and MNIST experiments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Lenet,
+    Resnet,
+    Vgg,
+}
+
+pub fn family(preset: &Preset) -> Family {
+    if preset.model.starts_with("mnist_lenet") {
+        Family::Lenet
+    } else if preset.model.starts_with("cifar_resnet") {
+        Family::Resnet
+    } else {
+        Family::Vgg
+    }
+}
+
+/// One network's protocol at a scale.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub preset: &'static Preset,
+    pub family: Family,
+    pub scale: Scale,
+    pub dataset: String,
+    pub iterations: u64,
+    pub batch: usize,
+    pub replicates: u64,
+    /// iterations / the paper's iterations: rewind points, milestones and warmup scale by it.
+    pub factor: f64,
+}
+
+/// The paper's training length of `preset`.
+fn paper_iterations(preset: &Preset) -> u64 {
+    preset.iterations.iterations(1)
+}
+
+impl Setup {
+    pub fn new(preset: &str, scale: Scale, dataset: Option<&str>) -> Result<Setup> {
+        let preset = Preset::named(preset)?;
+        let family = family(preset);
+        let (iterations, batch, replicates) = match (scale, family) {
+            (Scale::Paper, _) => (paper_iterations(preset), preset.batch_size, 3),
+            (Scale::Small, Family::Lenet) => (5_000, preset.batch_size, 2),
+            (Scale::Small, Family::Resnet) => (50, preset.batch_size, 2),
+            (Scale::Small, Family::Vgg) => (20, preset.batch_size, 2),
+            (Scale::Smoke, Family::Lenet) => (100, preset.batch_size, 1),
+            (Scale::Smoke, Family::Resnet) => (10, 16, 1),
+            (Scale::Smoke, Family::Vgg) => (4, 8, 1),
+        };
+        let default_dataset = if scale == Scale::Smoke { "fashion-mnist-sample" } else { preset.dataset };
+        let dataset = dataset.unwrap_or(default_dataset).to_string();
+        if lt_data::Manifest::named(&dataset).is_err() {
+            bail!("unknown dataset {dataset:?}; `lt data list` shows the registry");
+        }
+        let factor = iterations as f64 / paper_iterations(preset) as f64;
+        Ok(Setup { preset, family, scale, dataset, iterations, batch, replicates, factor })
+    }
+
+    /// The paper's iteration `k` at this scale (never 0 unless `k` is).
+    pub fn scaled(&self, k: u64) -> u64 {
+        if k == 0 { 0 } else { ((k as f64 * self.factor).round() as u64).clamp(1, self.iterations) }
+    }
+
+    /// Pruning levels of the accuracy-vs-sparsity figures.
+    pub fn curve_levels(&self) -> u32 {
+        match (self.scale, self.family) {
+            (Scale::Smoke, _) => 2,
+            (Scale::Small, Family::Lenet) => 10,
+            (Scale::Small, _) => 4,
+            (Scale::Paper, Family::Lenet | Family::Resnet) => 16,
+            (Scale::Paper, Family::Vgg) => 20,
+        }
+    }
+
+    /// The level of the stability figures' sparsity (LeNet 10.7%, ResNet-18 16.7%, VGG-19 2.2%).
+    pub fn stability_level(&self) -> u32 {
+        match (self.scale, self.family) {
+            (Scale::Smoke, _) => 2,
+            (_, Family::Lenet) => 10,
+            (_, Family::Resnet) => 8,
+            (_, Family::Vgg) => 17,
+        }
+    }
+
+    /// Data-order copies per replicate (paper: 4 copies = 6 pairs × 3 replicates = 18 samples).
+    pub fn copies(&self) -> usize {
+        match self.scale {
+            Scale::Paper => 4,
+            Scale::Small => 3,
+            Scale::Smoke => 2,
+        }
+    }
+
+    /// The training setup of replicate `r`.
+    pub fn train_spec(&self, r: u64) -> TrainSpec {
+        let mut t = TrainSpec::from_preset(self.preset, Some(&self.dataset), r, 1);
+        t.iterations = self.iterations;
+        t.batch_size = self.batch;
+        if self.scale != Scale::Paper {
+            t.schedule.milestones = t.schedule.milestones.iter().map(|m| self.scaled(*m)).collect();
+            t.schedule.milestones.dedup();
+            t.schedule.warmup = self.scaled(t.schedule.warmup);
+        }
+        t
+    }
+
+    /// IMP of replicate `r` rewound to the paper's iteration `k` (scaled).
+    pub fn lottery(&self, r: u64, k: u64) -> LotterySpec {
+        LotterySpec { train: self.train_spec(r), rewind: self.scaled(k), prune: PruneSpec::for_preset(self.preset) }
+    }
+
+    /// Forward-backward cost in ms per example on this project's 2-core machine (measured with
+    /// `cargo xtask bench train`, rounded up), for the estimates printed by `--help`.
+    pub fn ms_per_example(&self) -> f64 {
+        match self.family {
+            Family::Lenet => 0.12,
+            Family::Resnet => 20.0,
+            Family::Vgg => 90.0,
+        }
+    }
+}

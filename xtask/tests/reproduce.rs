@@ -1,0 +1,95 @@
+//! `cargo xtask reproduce` end to end at the smoke scale on the bundled sample dataset: the
+//! figure's files exist, the CSV has the expected columns and rows, the report names the scale and
+//! the dataset, and a second invocation reuses every finished job.
+
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+use std::process::Command;
+
+fn xtask(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env_remove("LT_DATA_DIR").output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn fig5_and_fig3_smoke_runs_write_figure_data_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out5 = dir.path().join("fig5");
+    let args5 = [
+        "reproduce",
+        "fig5",
+        "--scale",
+        "smoke",
+        "--only",
+        "resnet18-standard",
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out5.to_str().unwrap(),
+    ];
+    let o = xtask(&args5);
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    for f in ["figure.svg", "figure.png", "data.csv", "data.json", "report.md"] {
+        assert!(out5.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(out5.join("data.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "figure,network,series,replicate,rewind,level,weights_remaining,metric,value");
+    // Three curves (reset, rewound, reinit) × levels 0-2 × 1 replicate.
+    assert_eq!(lines.len(), 1 + 9, "{csv}");
+    assert!(lines[1..].iter().all(|l| l.split(',').count() == 9), "{csv}");
+    let report = std::fs::read_to_string(out5.join("report.md")).unwrap();
+    assert!(report.contains("scale: **smoke**") && report.contains("dataset **fashion-mnist-sample**"), "{report}");
+    assert!(report.contains("SMOKE RUN"));
+    assert!(std::fs::read_to_string(out5.join("figure.svg")).unwrap().contains("SMOKE RUN"));
+
+    // Everything is in the store now: a second run trains nothing.
+    let o = xtask(&args5);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains("\n0 iterations to train"), "{}", text(&o.stdout));
+    assert!(!text(&o.stdout).contains("training iterations"), "{}", text(&o.stdout));
+
+    let out3 = dir.path().join("fig3");
+    let o = xtask(&[
+        "reproduce",
+        "fig3",
+        "--scale",
+        "smoke",
+        "--only",
+        "lenet",
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out3.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let csv = std::fs::read_to_string(out3.join("data.csv")).unwrap();
+    for metric in ["data-order-l2", "data-order-angle", "pruning-l2", "accuracy-mean"] {
+        for sub in ["imp", "random"] {
+            assert!(
+                csv.lines().any(|l| l.contains(&format!(",{sub},")) && l.contains(metric)),
+                "{sub} {metric}: {csv}"
+            );
+        }
+    }
+    let report = std::fs::read_to_string(out3.join("report.md")).unwrap();
+    assert!(report.contains("| lenet |") && report.contains("20.7±0.6"), "{report}");
+}
+
+#[test]
+fn unknown_figures_networks_and_help() {
+    let o = xtask(&["reproduce", "fig7"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("fig7, fig8 and fig12 need ImageNet"), "{}", text(&o.stderr));
+    let o = xtask(&["reproduce", "fig5", "--only", "lenet", "--dry-run"]);
+    assert!(text(&o.stderr).contains("fig5 has no network \"lenet\""), "{}", text(&o.stderr));
+    let o = xtask(&["reproduce", "fig5", "--help"]);
+    let help = text(&o.stdout);
+    for scale in ["smoke", "small", "paper"] {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(scale) && l.contains("about")), "{help}");
+    }
+}
