@@ -8,6 +8,7 @@ mod http_server;
 
 mod data;
 mod lottery;
+mod plugins;
 mod train;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 mod data;
 mod experiment;
 mod lottery;
+mod prune;
 mod train;
 
 use std::path::PathBuf;
@@ -38,6 +39,14 @@ enum Command {
     Stability(lottery::StabilityArgs),
     /// The jobs a lottery run needs and which are done.
     Plan(lottery::PlanArgs),
+    /// One pruning step on a checkpoint: magnitude, SNIP or a plugin; writes a new mask.
+    Prune(prune::PruneArgs),
+    /// Masks: inspect.
+    #[command(subcommand)]
+    Mask(prune::MaskCommand),
+    /// Pruning plugins: list what LT_PLUGIN_PATH holds.
+    #[command(subcommand)]
+    Plugins(prune::PluginsCommand),
     /// The runs of an experiment store: list, show, export.
     #[command(subcommand)]
     Runs(lottery::RunsCommand),
@@ -65,6 +74,9 @@ fn main() -> ExitCode {
         Command::Stability(args) => lottery::stability(args, &locations),
         Command::Plan(args) => lottery::plan(args, &locations),
         Command::Runs(cmd) => lottery::runs(cmd),
+        Command::Prune(args) => prune::prune(args, &locations),
+        Command::Mask(cmd) => prune::mask(cmd),
+        Command::Plugins(cmd) => prune::plugins(cmd),
     };
     match result {
         Ok(code) => code,

@@ -257,7 +257,16 @@ impl Lottery {
                     crate::prune::snip_gradients(&self.spec.train, ctx, &init, Some(&previous), batches, &names)?;
                 lt_prune::snip(&weights, &grads, &previous, &scope)?
             }
-            plugin => crate::prune::plugin(plugin, &weights, &previous, &scope, self.spec.train.seed + level as u64)?,
+            plugin => crate::prune::plugin(
+                plugin,
+                &self.spec.train,
+                ctx,
+                &Init::Checkpoint(prev_final.clone()),
+                &weights,
+                &previous,
+                &scope,
+                self.spec.train.seed + level as u64,
+            )?,
         };
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let meta = MaskMeta {

@@ -44,13 +44,28 @@ pub fn snip_gradients(
     Ok(lt_train::gradients(&model, &mut loader, batches.t0, batches.count, names)?)
 }
 
-/// Prunes with the plugin named by `strategy` (`plugin:NAME` or `plugin:PATH`).
+/// Prunes with the plugin named by `strategy` (`plugin:NAME`, looked up in `LT_PLUGIN_PATH`, or
+/// `plugin:PATH`); gradients are computed at `at` (one batch, or the spec's `snip_batches`) when
+/// the plugin asks for them.
+#[allow(clippy::too_many_arguments, reason = "one pruning step's inputs")]
 pub fn plugin(
     strategy: &str,
-    _weights: &BTreeMap<String, Vec<f32>>,
-    _mask: &Mask,
-    _scope: &Scope,
-    _seed: u64,
+    spec: &TrainSpec,
+    ctx: &mut Context,
+    at: &Init,
+    weights: &BTreeMap<String, Vec<f32>>,
+    mask: &Mask,
+    scope: &Scope,
+    seed: u64,
 ) -> Result<Mask, Error> {
-    Err(Error::Request(format!("{strategy}: pruning plugins are not supported by this build yet")))
+    let name = strategy.strip_prefix("plugin:").unwrap_or(strategy);
+    let plugin = lt_prune::Plugin::find(name, &lt_prune::plugin::search_path())?;
+    let grads = if plugin.needs_gradients() {
+        let names: Vec<String> = mask.names().map(String::from).collect();
+        let batches = Batches { data_order_seed: spec.data_order_seed, t0: 0, count: 1 };
+        Some(snip_gradients(spec, ctx, at, Some(mask), batches, &names)?)
+    } else {
+        None
+    };
+    Ok(plugin.prune(weights, grads.as_ref(), mask, scope, seed, "{}")?)
 }

@@ -35,6 +35,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A plugin could not be found, loaded or run.
+    #[error("plugin {plugin}: {message}")]
+    Plugin {
+        /// The plugin (its name or path).
+        plugin: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Writing failed.
     #[error(transparent)]
     Data(#[from] lt_data::Error),

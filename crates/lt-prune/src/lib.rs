@@ -4,6 +4,9 @@
 //! reference mask's per-tensor counts), and [`validate`], the check every new mask passes:
 //! same shapes, no revived weight, exactly the requested number pruned.
 //!
+//! It is the only crate that loads dynamic libraries: pruning plugins ([`plugin`]), whose masks
+//! pass the same [`validate`] as the built-in strategies'.
+//!
 //! It never trains and knows no tensor library: weights, gradients and masks are plain `f32`/`u8`
 //! slices keyed by tensor name. Callers (the lottery runner, `lt prune`) compute gradients and turn
 //! masks into tensors.
@@ -14,8 +17,10 @@
 
 mod error;
 mod mask;
+pub mod plugin;
 mod strategy;
 
 pub use error::Error;
 pub use mask::{Mask, MaskMeta};
-pub use strategy::{Amount, Scope, magnitude, random_like, snip, validate};
+pub use plugin::Plugin;
+pub use strategy::{Amount, Expected, Scope, magnitude, random_like, snip, validate};

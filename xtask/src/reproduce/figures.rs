@@ -8,7 +8,7 @@ use lt_stability::Stats;
 use serde::Serialize;
 
 use super::plot::{Band, COLORS, Chart, Point, Series};
-use super::setup::{Family, Scale, Setup};
+use super::setup::{Family, Setup};
 
 /// One unit of work, idempotent in the experiment store.
 #[derive(Debug, Clone, Serialize)]
@@ -157,7 +157,7 @@ fn rewind_points(setup: &Setup) -> Vec<u64> {
         Family::Vgg => &[0, 25, 50, 100, 250, 500, 1000],
         _ => &[0, 100, 250, 500, 1000, 2000],
     };
-    let mut ks: Vec<u64> = if setup.scale == Scale::Smoke { vec![0, setup.iterations / 5 * 1] } else { paper.to_vec() };
+    let mut ks: Vec<u64> = paper.to_vec();
     // Scaled points that coincide are one point.
     ks.dedup_by_key(|k| setup.scaled(*k));
     ks
@@ -260,6 +260,9 @@ impl Figure {
         tasks.push(Task::Stability { spec, level, kind: StabilityKind::Pruning, samples: 1 });
     }
 }
+
+/// Makes a row from (series, rewind, level, density, metric, value).
+type RowFn<'a> = dyn Fn(&str, u64, u32, f64, &str, f64) -> Row + 'a;
 
 /// One row of the figure's CSV.
 #[derive(Debug, Clone, Serialize)]
@@ -370,15 +373,7 @@ impl Figure {
         rows
     }
 
-    fn stability_rows(
-        &self,
-        setup: &Setup,
-        r: u64,
-        k: u64,
-        results: &Results,
-        rows: &mut Vec<Row>,
-        row: &dyn Fn(&str, u64, u32, f64, &str, f64) -> Row,
-    ) {
+    fn stability_rows(&self, setup: &Setup, r: u64, k: u64, results: &Results, rows: &mut Vec<Row>, row: &RowFn) {
         let spec = setup.lottery(r, k);
         let level = setup.stability_level();
         for (kind, samples, name) in

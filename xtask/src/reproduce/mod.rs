@@ -117,8 +117,10 @@ fn human(seconds: f64) -> String {
 }
 
 pub fn run(raw: &[String]) -> Result<()> {
-    if let (Some(fig), true) = (raw.first(), raw.iter().any(|a| a == "--help" || a == "-h")) {
-        if figures::definition(fig).is_some() {
+    if let (Some(fig), true) = (raw.first(), raw.iter().any(|a| a == "--help" || a == "-h"))
+        && figures::definition(fig).is_some()
+    {
+        {
             print!("{}", figure_help(fig)?);
             println!(
                 "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --out DIR  --store DIR  --dry-run"

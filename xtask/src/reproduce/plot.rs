@@ -83,7 +83,7 @@ const BLACK: Color = [0, 0, 0];
 const GREY: Color = [150, 150, 150];
 
 fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
     let raw = (hi - lo) / n as f64;
@@ -306,8 +306,8 @@ impl Figure {
         let mut blend = |x: i64, y: i64, c: Color, a: f64| {
             if x >= 0 && y >= 0 && (x as u32) < w && (y as u32) < h {
                 let p = img.get_pixel_mut(x as u32, y as u32);
-                for i in 0..3 {
-                    p.0[i] = (p.0[i] as f64 * (1.0 - a) + c[i] as f64 * a).round() as u8;
+                for (v, c) in p.0.iter_mut().zip(c) {
+                    *v = (*v as f64 * (1.0 - a) + c as f64 * a).round() as u8;
                 }
             }
         };
