@@ -85,6 +85,8 @@ fn lottery_branches_stability_and_runs_work_through_the_binary() {
     );
     let o = lt(&sb, &["lottery"], store, &["--fraction", "1.5"]);
     assert!(stderr(&o).contains("fraction must be in (0, 1), got 1.5"), "{}", stderr(&o));
+    let o = lt(&sb, &["stability", "pruning"], store, &["--level", "1", "--replicate", "7"]);
+    assert!(stderr(&o).contains("no lottery run with these options"), "{}", stderr(&o));
     let o = lt(&sb, &["branch", "grow"], store, &[]);
     assert!(stderr(&o).contains("unknown branch \"grow\""), "{}", stderr(&o));
     let o = sb.lt(&["runs", "list", "--out", store]);

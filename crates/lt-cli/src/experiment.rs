@@ -59,6 +59,17 @@ pub struct RunArgs {
     pub out: PathBuf,
 }
 
+/// What opening a run may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Create the run's folder if it is new.
+    Create,
+    /// The run must exist.
+    Existing,
+    /// Touch nothing.
+    Plan,
+}
+
 /// A run's spec with its data opened.
 pub struct Opened {
     pub run: Lottery,
@@ -67,8 +78,9 @@ pub struct Opened {
 }
 
 impl RunArgs {
-    /// The run these options name, created in the store if new.
-    pub fn open(&self, loc: &Locations) -> Result<Opened> {
+    /// The run these options name: created in the store if new (`Mode::Create`), required to
+    /// exist (`Mode::Existing`), or only named (`Mode::Plan`).
+    pub fn open(&self, loc: &Locations, mode: Mode) -> Result<Opened> {
         let preset = Preset::named(&self.preset)?;
         let dataset = self.dataset.as_deref().unwrap_or(preset.dataset);
         let data = Data::open(dataset, self.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
@@ -91,7 +103,11 @@ impl RunArgs {
         }
         prune.one_shot = self.one_shot;
         let spec = LotterySpec { train, rewind: self.rewind.iterations(per_epoch), prune };
-        let run = Lottery::create(&self.out, spec)?;
+        let run = match mode {
+            Mode::Create => Lottery::create(&self.out, spec)?,
+            Mode::Existing => Lottery::existing(&self.out, spec)?,
+            Mode::Plan => Lottery::planned(&self.out, spec)?,
+        };
         let eval_every = self.eval_every.map_or(0, |s| s.iterations(per_epoch));
         let exec = lt_lottery::Exec { eval_every, ..Default::default() };
         if dataset != preset.dataset {

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use lt_data::Locations;
 use lt_lottery::{Branch, BranchKind, BranchSpec, Context, Lottery, StabilityReport};
 
-use crate::experiment::{Reporter, RunArgs};
+use crate::experiment::{Mode, Reporter, RunArgs};
 
 #[derive(Debug, Args)]
 pub struct LotteryArgs {
@@ -131,7 +131,7 @@ fn with_reporter<T>(f: impl FnOnce(&mut dyn FnMut(lt_lottery::Event)) -> Result<
 }
 
 pub fn lottery(args: LotteryArgs, loc: &Locations) -> Result<ExitCode> {
-    let o = args.run.open(loc)?;
+    let o = args.run.open(loc, Mode::Create)?;
     let spec = o.run.spec();
     println!(
         "lottery run {}: {} on {}, T = {} iterations, rewind to k = {}, {} levels, strategy {}",
@@ -178,7 +178,7 @@ fn parse_levels(text: &str) -> Result<Vec<u32>> {
 pub fn branch(args: BranchArgs, loc: &Locations) -> Result<ExitCode> {
     let kind: BranchKind = args.kind.parse()?;
     let levels = parse_levels(&args.levels)?;
-    let o = args.run.open(loc)?;
+    let o = args.run.open(loc, Mode::Existing)?;
     let spec = BranchSpec {
         kind,
         seed: args.seed,
@@ -237,7 +237,7 @@ fn print_report(r: &StabilityReport, out: &mut impl Write) -> Result<()> {
 }
 
 pub fn stability(args: StabilityArgs, loc: &Locations) -> Result<ExitCode> {
-    let o = args.run.open(loc)?;
+    let o = args.run.open(loc, Mode::Existing)?;
     let control = args.control == Control::Random;
     let mut out = std::io::stdout();
     match args.what {
@@ -277,7 +277,7 @@ pub fn stability(args: StabilityArgs, loc: &Locations) -> Result<ExitCode> {
 }
 
 pub fn plan(args: PlanArgs, loc: &Locations) -> Result<ExitCode> {
-    let o = args.run.open(loc)?;
+    let o = args.run.open(loc, Mode::Plan)?;
     let mut out = std::io::stdout();
     writeln!(out, "run {}", o.run.dir().display())?;
     let plan = o.run.plan(args.levels)?;

@@ -87,6 +87,29 @@ impl Lottery {
         Ok(Lottery { spec, dir })
     }
 
+    /// The run of `spec` under the store `root`, whether or not it exists, without touching the
+    /// disk (for plans).
+    pub fn planned(root: &Path, spec: LotterySpec) -> Result<Self, Error> {
+        spec.validate()?;
+        let dir = root.join("lottery").join(spec.id());
+        Ok(Lottery { spec, dir })
+    }
+
+    /// The run of `spec` under the store `root`, which must exist (branches and stability measure
+    /// runs; they do not start them).
+    pub fn existing(root: &Path, spec: LotterySpec) -> Result<Self, Error> {
+        spec.validate()?;
+        let dir = root.join("lottery").join(spec.id());
+        if !dir.join(HPARAMS).is_file() {
+            return Err(Error::Request(format!(
+                "no lottery run with these options in {} (it would be {}); `lt lottery` with the same options trains it",
+                root.display(),
+                dir.display()
+            )));
+        }
+        Lottery::open(&dir)
+    }
+
     /// The run in folder `dir` (which holds `hparams.toml`).
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(HPARAMS);
