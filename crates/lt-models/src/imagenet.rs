@@ -7,11 +7,12 @@
 //! (p = 0.5) is not applied: candle's dropout draws from an unseedable generator, and a run must be
 //! a pure function of its seeds; deterministic dropout is future work.
 
-use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Linear, VarBuilder};
+use candle_core::{Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::Error;
 use crate::model::{InputSpec, Net, Registry};
+use crate::norm::BatchNorm;
 use crate::resnet::{Conv2d, bn, conv, conv_padded};
 
 /// Max-pool `k`x`k`, stride `s`, with `pad` zeros before and enough after for `ceil_mode`
@@ -58,7 +59,7 @@ struct BasicBlock {
 
 impl BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut out = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut out = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
         out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
         if let Some((c, b)) = &self.conv3 {
             out = b.forward_t(&c.forward(&out.relu()?)?, train)?;
@@ -137,7 +138,7 @@ impl ImageNetResNet {
 
 impl Net for ImageNetResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let x = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
         let mut x = max_pool(&x, 3, 2, 1, false)?;
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;

@@ -3,12 +3,13 @@
 //! Every convolution is a `BasicConv2d`: conv without bias, BatchNorm (eps 0.001), ReLU.
 //! The classifier's dropout is not applied (see `imagenet.rs`).
 
-use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Linear, VarBuilder};
+use candle_core::{Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::Error;
 use crate::imagenet::max_pool;
 use crate::model::{InputSpec, Net, Registry};
+use crate::norm::BatchNorm;
 
 /// `BasicConv2d`: a (kh x kw) conv with padding (ph, pw) and a stride, BatchNorm, ReLU.
 struct BasicConv {
@@ -34,8 +35,7 @@ impl BasicConv {
         let weight = cv.get((c_out, c_in, k.0, k.1), "weight")?;
         let bv = vb.pp("bn");
         reg.batch_norm(&bv);
-        let cfg = candle_nn::BatchNormConfig { eps: 1e-3, ..Default::default() };
-        Ok(BasicConv { weight, pad, stride, bn: candle_nn::batch_norm(c_out, cfg, bv)? })
+        Ok(BasicConv { weight, pad, stride, bn: BatchNorm::new(&bv, c_out, 1e-3)? })
     }
 
     fn sq(
@@ -56,7 +56,7 @@ impl BasicConv {
         } else {
             x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)?
         };
-        self.bn.forward_t(&x.conv2d(&self.weight, 0, self.stride, 1, 1)?, train)?.relu()
+        self.bn.forward(&x.conv2d(&self.weight, 0, self.stride, 1, 1)?, train, true)
     }
 }
 

@@ -18,6 +18,7 @@ mod inception;
 mod init;
 mod lenet;
 mod model;
+mod norm;
 mod pool;
 mod resnet;
 mod vgg;

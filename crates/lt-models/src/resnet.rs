@@ -2,11 +2,12 @@
 //! stages of basic blocks (widths W, 2W, 4W; the first block of stages 2 and 3 halves the size),
 //! 1x1 strided projection shortcuts, global average pooling and one linear layer.
 
-use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Linear, VarBuilder};
+use candle_core::{Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::Error;
 use crate::model::{InputSpec, Net, Registry};
+use crate::norm::BatchNorm;
 
 /// A `k`x`k` convolution with "same" padding (`k / 2`), recorded in `reg`.
 pub(crate) fn conv(
@@ -62,7 +63,7 @@ impl Module for Conv2d {
 
 pub(crate) fn bn(vb: VarBuilder, reg: &mut Registry, c: usize) -> Result<BatchNorm, Error> {
     reg.batch_norm(&vb);
-    Ok(candle_nn::batch_norm(c, candle_nn::BatchNormConfig::default(), vb)?)
+    Ok(BatchNorm::new(&vb, c, 1e-5)?)
 }
 
 struct Block {
@@ -91,7 +92,7 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let out = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let out = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
         let out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
         let short = match &self.shortcut {
             Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
@@ -135,7 +136,7 @@ impl CifarResNet {
 
 impl Net for CifarResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut out = self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()?;
+        let mut out = self.bn.forward(&self.conv.forward(x)?, train, true)?;
         for block in &self.blocks {
             out = block.forward_t(&out, train)?;
         }

@@ -3,11 +3,12 @@
 //! inputs) and one linear layer. Tensors are named like the PyTorch `nn.Sequential` of
 //! `../shared/bench/ref_torch.py`: `layers.{i}` for the conv at position i, `layers.{i+1}` for its BatchNorm.
 
-use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Linear, VarBuilder};
+use candle_core::{Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::Error;
 use crate::model::{InputSpec, Net, Registry};
+use crate::norm::BatchNorm;
 use crate::resnet::{Conv2d, bn, conv};
 
 /// A stage plan: a number is a conv layer's width, 0 is a max-pool.
@@ -70,7 +71,7 @@ impl Net for CifarVgg {
         let mut x = x.clone();
         for layer in &self.layers {
             x = match layer {
-                Layer::ConvBnRelu(conv, bn) => bn.forward_t(&conv.forward(&x)?, train)?.relu()?,
+                Layer::ConvBnRelu(conv, bn) => bn.forward(&conv.forward(&x)?, train, true)?,
                 Layer::MaxPool => crate::pool::max_pool(&x, 2, 2)?,
             };
         }

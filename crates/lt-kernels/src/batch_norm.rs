@@ -1,0 +1,259 @@
+//! Batch normalization in training mode (statistics of the batch), optionally followed by ReLU,
+//! as one candle custom op with its backward pass.
+//!
+//! Per channel c over the M = N·H·W values: mean μ, biased variance σ², x̂ = (x − μ)/√(σ² + ε),
+//! y = γ·x̂ + β (then max(0, ·)). Backward, with g = dy (masked by y > 0 after a ReLU):
+//! dβ = Σg, dγ = Σ g·x̂, dx = γ/√(σ² + ε) · (g − dβ/M − x̂·dγ/M). Two passes forward (statistics,
+//! normalize) and two backward, parallel over channels, instead of the dozen elementwise passes
+//! and two transposed copies of the composed version.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// The output of [`batch_norm_train`]: y and the batch statistics (for the running averages).
+#[derive(Debug)]
+pub struct BatchNormOutput {
+    /// The normalized (and ReLU-ed) output.
+    pub y: Tensor,
+    /// Per-channel batch mean.
+    pub mean: Vec<f32>,
+    /// Per-channel biased batch variance.
+    pub var: Vec<f32>,
+    /// Values per channel (N·H·W), for the unbiased correction.
+    pub count: usize,
+}
+
+/// Training-mode batch normalization of `x` (N, C, H, W) with scale `gamma` and shift `beta` (C),
+/// followed by ReLU when `relu`; differentiable in all three.
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Result<BatchNormOutput> {
+    let (n, c, h, w) = x.dims4()?;
+    if gamma.dims() != [c] || beta.dims() != [c] {
+        candle_core::bail!("batch norm: {c} channels, scale {:?}, shift {:?}", gamma.dims(), beta.dims())
+    }
+    let count = n * h * w;
+    if count < 2 {
+        candle_core::bail!("batch norm in training mode needs more than one value per channel, got {count}")
+    }
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return composed(x, gamma, beta, eps, relu);
+    }
+    let stats = Arc::new(Mutex::new(None));
+    let op = BatchNorm { eps, relu, stats: stats.clone() };
+    let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let (mean, var) = stats
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("batch norm statistics lock poisoned".into()))?
+        .take()
+        .ok_or_else(|| candle_core::Error::Msg("batch norm forward did not run".into()))?;
+    Ok(BatchNormOutput { y, mean, var, count })
+}
+
+/// The same with candle's ops, for other devices and dtypes.
+fn composed(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Result<BatchNormOutput> {
+    let (n, c, h, w) = x.dims4()?;
+    let xt = x.transpose(0, 1)?.reshape((c, n * h * w))?;
+    let mean = xt.mean_keepdim(1)?;
+    let centered = xt.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(1)?;
+    let xhat = centered.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    let y = xhat.broadcast_mul(&gamma.reshape((c, 1))?)?.broadcast_add(&beta.reshape((c, 1))?)?;
+    let y = y.reshape((c, n, h, w))?.transpose(0, 1)?;
+    let y = if relu { y.relu()? } else { y };
+    Ok(BatchNormOutput {
+        y,
+        mean: mean.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+        var: var.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+        count: n * h * w,
+    })
+}
+
+type Stats = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
+
+struct BatchNorm {
+    eps: f64,
+    relu: bool,
+    stats: Stats,
+}
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("batch norm: inputs must be contiguous"),
+    }
+}
+
+/// Per-channel mean and biased variance of `x` (N, C, HW), in f64.
+fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut s, mut s2) = (0f64, 0f64);
+            for i in 0..n {
+                // Sum in f32 lanes per plane (vectorizes), accumulate planes in f64.
+                let plane = &x[(i * c + ch) * hw..][..hw];
+                let (a, b) = plane.iter().fold((0f32, 0f32), |(a, b), &v| (a + v, b + v * v));
+                s += a as f64;
+                s2 += b as f64;
+            }
+            let m = (n * hw) as f64;
+            let mean = s / m;
+            (mean, (s2 / m - mean * mean).max(0.0))
+        })
+        .collect()
+}
+
+impl CustomOp3 for BatchNorm {
+    fn name(&self) -> &'static str {
+        "lt-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let hw = h * w;
+        let (x, gamma, beta) = (contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
+        let stats = channel_stats(x, n, c, hw);
+        let scale: Vec<f32> =
+            stats.iter().zip(gamma).map(|((_, v), g)| (*g as f64 / (v + self.eps).sqrt()) as f32).collect();
+        let shift: Vec<f32> =
+            stats.iter().zip(beta).zip(&scale).map(|(((m, _), b), s)| (*b as f64 - m * *s as f64) as f32).collect();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(plane, (yp, xp))| {
+            let ch = plane % c;
+            let (s, t) = (scale[ch], shift[ch]);
+            if self.relu {
+                yp.iter_mut().zip(xp).for_each(|(y, x)| *y = (x * s + t).max(0.0));
+            } else {
+                yp.iter_mut().zip(xp).for_each(|(y, x)| *y = x * s + t);
+            }
+        });
+        if let Ok(mut slot) = self.stats.lock() {
+            *slot = Some((stats.iter().map(|s| s.0 as f32).collect(), stats.iter().map(|s| s.1 as f32).collect()));
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let hw = h * w;
+        let m = (n * hw) as f64;
+        let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let gv: Vec<f32> = dy.contiguous()?.flatten_all()?.to_vec1()?;
+        let yv: Option<Vec<f32>> = if self.relu { Some(res.flatten_all()?.to_vec1()?) } else { None };
+        let gamma: Vec<f32> = gamma.to_vec1()?;
+        let stats = channel_stats(&xv, n, c, hw);
+        let eps = self.eps;
+        // Pass 1, per channel: dβ = Σg and dγ = Σ g·x̂ (g masked by the ReLU).
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mean, var) = stats[ch];
+                let inv = 1.0 / (var + eps).sqrt();
+                let (mut db, mut dg) = (0f64, 0f64);
+                for i in 0..n {
+                    let off = (i * c + ch) * hw;
+                    for j in off..off + hw {
+                        let g = if yv.as_ref().is_some_and(|y| y[j] <= 0.0) { 0.0 } else { gv[j] as f64 };
+                        db += g;
+                        dg += g * (xv[j] as f64 - mean) * inv;
+                    }
+                }
+                (db, dg)
+            })
+            .collect();
+        // Pass 2: dx.
+        let mut dx = vec![0f32; xv.len()];
+        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
+            let ch = plane % c;
+            let off = plane * hw;
+            let (mean, var) = stats[ch];
+            let inv = 1.0 / (var + eps).sqrt();
+            let (db, dg) = sums[ch];
+            let k = gamma[ch] as f64 * inv;
+            for (j, o) in out.iter_mut().enumerate() {
+                let idx = off + j;
+                let g = if yv.as_ref().is_some_and(|y| y[idx] <= 0.0) { 0.0 } else { gv[idx] as f64 };
+                let xhat = (xv[idx] as f64 - mean) * inv;
+                *o = (k * (g - db / m - xhat * dg / m)) as f32;
+            }
+        });
+        let dev = x.device();
+        let dx = Tensor::from_vec(dx, (n, c, h, w), dev)?;
+        let dgamma = Tensor::from_vec(sums.iter().map(|s| s.1 as f32).collect::<Vec<_>>(), c, dev)?;
+        let dbeta = Tensor::from_vec(sums.iter().map(|s| s.0 as f32).collect::<Vec<_>>(), c, dev)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    #[test]
+    fn forward_statistics_and_gradients_match_the_composed_version() {
+        for (shape, relu, seed) in [([4, 3, 5, 5], false, 1), ([2, 8, 3, 7], true, 2), ([16, 2, 1, 1], true, 3)] {
+            let x = Var::from_tensor(&(rand(&shape, seed) * 3.0).unwrap().affine(1.0, 0.5).unwrap()).unwrap();
+            let g = Var::from_tensor(&rand(&[shape[1]], seed + 1)).unwrap();
+            let b = Var::from_tensor(&rand(&[shape[1]], seed + 2)).unwrap();
+            let ours = batch_norm_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5, relu).unwrap();
+            let reference = composed(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5, relu).unwrap();
+            assert!(max_diff(&ours.y, &reference.y) < 1e-5, "forward {shape:?}");
+            for (a, r) in ours.mean.iter().zip(&reference.mean).chain(ours.var.iter().zip(&reference.var)) {
+                assert!((a - r).abs() < 1e-5, "statistics {shape:?}");
+            }
+            let probe = rand(ours.y.dims(), seed + 3);
+            let ga = (&ours.y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (&reference.y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("gamma", &g), ("beta", &b)] {
+                let d = max_diff(ga.get(v.as_tensor()).unwrap(), gr.get(v.as_tensor()).unwrap());
+                assert!(d < 1e-4, "{name} gradient {shape:?}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_value_per_channel_is_an_error() {
+        let x = Tensor::zeros((1, 2, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let g = Tensor::ones(2, DType::F32, &Device::Cpu).unwrap();
+        let e = batch_norm_train(&x, &g, &g, 1e-5, false).unwrap_err().to_string();
+        assert!(e.contains("more than one value per channel"), "{e}");
+    }
+}
