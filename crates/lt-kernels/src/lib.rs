@@ -12,6 +12,8 @@
 mod alloc;
 mod batch_norm;
 mod conv;
+#[cfg(test)]
+mod testing;
 
 pub use alloc::keep_freed_buffers;
 pub use batch_norm::{BatchNormOutput, batch_norm_train};
