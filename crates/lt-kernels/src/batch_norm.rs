@@ -153,52 +153,82 @@ impl CustomOp3 for BatchNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, h, w) = x.dims4()?;
         let hw = h * w;
-        let m = (n * hw) as f64;
-        let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let gv: Vec<f32> = dy.contiguous()?.flatten_all()?.to_vec1()?;
-        let yv: Option<Vec<f32>> = if self.relu { Some(res.flatten_all()?.to_vec1()?) } else { None };
         let gamma: Vec<f32> = gamma.to_vec1()?;
-        let stats = channel_stats(&xv, n, c, hw);
-        let eps = self.eps;
-        // Pass 1, per channel: dβ = Σg and dγ = Σ g·x̂ (g masked by the ReLU).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mean, var) = stats[ch];
-                let inv = 1.0 / (var + eps).sqrt();
-                let (mut db, mut dg) = (0f64, 0f64);
-                for i in 0..n {
-                    let off = (i * c + ch) * hw;
-                    for j in off..off + hw {
-                        let g = if yv.as_ref().is_some_and(|y| y[j] <= 0.0) { 0.0 } else { gv[j] as f64 };
-                        db += g;
-                        dg += g * (xv[j] as f64 - mean) * inv;
-                    }
-                }
-                (db, dg)
+        let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+        // The relu mask comes from the output; without relu the output is not read at all.
+        let res = if self.relu { Some(res.contiguous()?) } else { None };
+        let (sums, dx) = with_slice(&x, |xv| {
+            with_slice(&dy, |gv| match &res {
+                Some(r) => with_slice(r, |yv| Ok(backward(xv, gv, Some(yv), &gamma, n, c, hw, self.eps))),
+                None => Ok(backward(xv, gv, None, &gamma, n, c, hw, self.eps)),
             })
-            .collect();
-        // Pass 2: dx.
-        let mut dx = vec![0f32; xv.len()];
-        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
-            let ch = plane % c;
-            let off = plane * hw;
-            let (mean, var) = stats[ch];
-            let inv = 1.0 / (var + eps).sqrt();
-            let (db, dg) = sums[ch];
-            let k = gamma[ch] as f64 * inv;
-            for (j, o) in out.iter_mut().enumerate() {
-                let idx = off + j;
-                let g = if yv.as_ref().is_some_and(|y| y[idx] <= 0.0) { 0.0 } else { gv[idx] as f64 };
-                let xhat = (xv[idx] as f64 - mean) * inv;
-                *o = (k * (g - db / m - xhat * dg / m)) as f32;
-            }
-        });
+        })?;
         let dev = x.device();
         let dx = Tensor::from_vec(dx, (n, c, h, w), dev)?;
         let dgamma = Tensor::from_vec(sums.iter().map(|s| s.1 as f32).collect::<Vec<_>>(), c, dev)?;
         let dbeta = Tensor::from_vec(sums.iter().map(|s| s.0 as f32).collect::<Vec<_>>(), c, dev)?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// dβ and dγ per channel, and dx, from the input, the output gradient and (after a ReLU) the
+/// output.
+#[allow(clippy::too_many_arguments, reason = "the sizes of one batch norm")]
+fn backward(
+    xv: &[f32],
+    gv: &[f32],
+    yv: Option<&[f32]>,
+    gamma: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    eps: f64,
+) -> (Vec<(f64, f64)>, Vec<f32>) {
+    let m = (n * hw) as f64;
+    let stats = channel_stats(xv, n, c, hw);
+    // Pass 1, per channel: dβ = Σg and dγ = Σ g·x̂ (g masked by the ReLU).
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mean, var) = stats[ch];
+            let inv = 1.0 / (var + eps).sqrt();
+            let (mut db, mut dg) = (0f64, 0f64);
+            for i in 0..n {
+                let off = (i * c + ch) * hw;
+                for j in off..off + hw {
+                    let g = if yv.is_some_and(|y| y[j] <= 0.0) { 0.0 } else { gv[j] as f64 };
+                    db += g;
+                    dg += g * (xv[j] as f64 - mean) * inv;
+                }
+            }
+            (db, dg)
+        })
+        .collect();
+    // Pass 2: dx.
+    let mut dx = vec![0f32; xv.len()];
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
+        let ch = plane % c;
+        let off = plane * hw;
+        let (mean, var) = stats[ch];
+        let inv = 1.0 / (var + eps).sqrt();
+        let (db, dg) = sums[ch];
+        let k = gamma[ch] as f64 * inv;
+        for (j, o) in out.iter_mut().enumerate() {
+            let idx = off + j;
+            let g = if yv.is_some_and(|y| y[idx] <= 0.0) { 0.0 } else { gv[idx] as f64 };
+            let xhat = (xv[idx] as f64 - mean) * inv;
+            *o = (k * (g - db / m - xhat * dg / m)) as f32;
+        }
+    });
+    (sums, dx)
+}
+
+/// Calls `f` with the contiguous f32 data of a CPU tensor, without copying it.
+fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => f(contiguous(cpu, layout)?),
+        _ => candle_core::bail!("batch norm: the fused kernel runs on the CPU only"),
     }
 }
 
