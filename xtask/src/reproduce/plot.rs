@@ -114,13 +114,38 @@ impl Figure {
     pub fn new(title: &str, warning: Option<&str>, charts: &[Chart], columns: usize) -> Figure {
         let columns = columns.max(1).min(charts.len().max(1));
         let rows = charts.len().div_ceil(columns).max(1);
-        let top = if warning.is_some() { 56.0 } else { 36.0 };
-        let mut fig =
-            Figure { width: columns as f64 * PANEL_W, height: top + rows as f64 * PANEL_H, prims: Vec::new() };
-        fig.text(fig.width / 2.0, 20.0, title, 14.0, Anchor::Middle, BLACK);
-        if let Some(w) = warning {
-            fig.text(fig.width / 2.0, 42.0, w, 13.0, Anchor::Middle, [200, 0, 0]);
+        let width = columns as f64 * PANEL_W;
+        // A title wider than the figure (8 px per character in the PNG) breaks before its " [".
+        let lines: Vec<&str> = match title.find(" [") {
+            Some(at) if title.len() as f64 * 8.0 > width - 16.0 => vec![&title[..at], &title[at + 1..]],
+            _ => vec![title],
+        };
+        let mut y = 20.0;
+        let mut prims = Vec::new();
+        for line in &lines {
+            prims.push(Prim::Text {
+                x: width / 2.0,
+                y,
+                text: line.to_string(),
+                size: 14.0,
+                anchor: Anchor::Middle,
+                color: BLACK,
+            });
+            y += 18.0;
         }
+        if let Some(w) = warning {
+            prims.push(Prim::Text {
+                x: width / 2.0,
+                y: y + 4.0,
+                text: w.into(),
+                size: 13.0,
+                anchor: Anchor::Middle,
+                color: [200, 0, 0],
+            });
+            y += 22.0;
+        }
+        let top = y - 2.0;
+        let mut fig = Figure { width, height: top + rows as f64 * PANEL_H, prims };
         for (i, chart) in charts.iter().enumerate() {
             let (ox, oy) = ((i % columns) as f64 * PANEL_W, top + (i / columns) as f64 * PANEL_H);
             fig.chart(chart, ox, oy);
@@ -411,7 +436,7 @@ mod tests {
         let svg = fig.svg();
         assert!(svg.starts_with("<svg") && svg.contains("SMOKE RUN") && svg.contains("stroke"));
         let png = fig.png();
-        assert_eq!((png.width(), png.height()), (840, 376));
+        assert_eq!((png.width(), png.height()), (840, 378));
         assert!(png.pixels().any(|p| p.0 == [31, 119, 180]), "the series colour is drawn");
     }
 }
