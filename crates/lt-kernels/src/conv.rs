@@ -69,6 +69,14 @@ impl Geometry {
         self.r == 1 && self.s == 1 && self.stride == 1 && self.pad == 0
     }
 
+    /// For stride 1 and kernel column `s`: the output columns `lo..hi` whose input column
+    /// `ow + s − pad` lies inside the image.
+    fn valid(&self, s: usize) -> (usize, usize) {
+        let lo = self.pad.saturating_sub(s).min(self.q);
+        let hi = (self.w + self.pad).saturating_sub(s).min(self.q).max(lo);
+        (lo, hi)
+    }
+
     /// im2col of one image into `col` ((C·R·S) × (P·Q), row-major).
     fn im2col(&self, x: &[f32], col: &mut [f32]) {
         let (pq, q) = (self.pq(), self.q);
@@ -85,6 +93,15 @@ impl Geometry {
                             continue;
                         }
                         let line = &plane[ih as usize * self.w..(ih as usize + 1) * self.w];
+                        if self.stride == 1 {
+                            // iw = ow + s - pad: one contiguous run of the input line, zeros around it.
+                            let (lo, hi) = self.valid(s);
+                            out[..lo].fill(0.0);
+                            out[hi..].fill(0.0);
+                            let start = lo + s - self.pad;
+                            out[lo..hi].copy_from_slice(&line[start..start + hi - lo]);
+                            continue;
+                        }
                         for (ow, o) in out.iter_mut().enumerate() {
                             let iw = (ow * self.stride + s) as isize - self.pad as isize;
                             *o = if iw >= 0 && iw < self.w as isize { line[iw as usize] } else { 0.0 };
@@ -109,6 +126,13 @@ impl Geometry {
                             continue;
                         }
                         let line = &mut plane[ih as usize * self.w..(ih as usize + 1) * self.w];
+                        if self.stride == 1 {
+                            let (lo, hi) = self.valid(s);
+                            let start = lo + s - self.pad;
+                            let src = &row[oh * q + lo..oh * q + hi];
+                            line[start..start + hi - lo].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                            continue;
+                        }
                         for (ow, v) in row[oh * q..(oh + 1) * q].iter().enumerate() {
                             let iw = (ow * self.stride + s) as isize - self.pad as isize;
                             if iw >= 0 && iw < self.w as isize {
