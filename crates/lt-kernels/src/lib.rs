@@ -3,18 +3,20 @@
 //! and only the arithmetic underneath changes. Today: 2-D convolution (forward, backward-data and
 //! backward-weight) by im2col and the `gemm` crate's cache-blocked micro-kernels, parallel over the
 //! batch so that both cores stay busy on ResNet-20's small 16-channel layers too; and training-mode
-//! batch normalization fused with the ReLU that follows it.
+//! batch normalization fused with the ReLU that follows it; the residual add fused with its ReLU.
 //!
 //! It does not own layers, parameters or initialization (`lt-models`). On devices other than the
 //! CPU, and for dtypes other than f32, every function falls back to candle's own op, so the CUDA
 //! path never depends on this crate's code.
 
+mod add_relu;
 mod alloc;
 mod batch_norm;
 mod conv;
 #[cfg(test)]
 mod testing;
 
+pub use add_relu::add_relu;
 pub use alloc::keep_freed_buffers;
 pub use batch_norm::{BatchNormOutput, batch_norm_train};
 pub use conv::conv2d;

@@ -68,7 +68,7 @@ impl BasicBlock {
             Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
             None => x.clone(),
         };
-        (out + short)?.relu()
+        lt_kernels::add_relu(&out, &short)
     }
 }
 

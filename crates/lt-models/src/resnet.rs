@@ -98,7 +98,7 @@ impl Block {
             Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
             None => x.clone(),
         };
-        (out + short)?.relu()
+        lt_kernels::add_relu(&out, &short)
     }
 }
 
