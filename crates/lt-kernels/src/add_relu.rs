@@ -4,6 +4,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::slices::contiguous;
+
 /// `max(0, a + b)` for two tensors of the same shape; differentiable in both.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !a.device().is_cpu() || a.dtype() != DType::F32 || b.dtype() != DType::F32 || a.dims() != b.dims() {
@@ -15,13 +17,6 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Elements per parallel task: big enough to amortize scheduling.
 const CHUNK: usize = 1 << 14;
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("add_relu: inputs must be contiguous"),
-    }
-}
-
 struct AddRelu;
 
 impl CustomOp2 for AddRelu {
@@ -30,7 +25,7 @@ impl CustomOp2 for AddRelu {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (a, b) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let mut y = vec![0f32; a.len()];
         y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(y, (a, b))| {
             y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = (a + b).max(0.0));
@@ -53,7 +48,7 @@ impl CustomOp2 for ReluGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, dy) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (y, dy) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let mut g = vec![0f32; y.len()];
         g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(g, (y, dy))| {
             g.iter_mut().zip(y.iter().zip(dy)).for_each(|(g, (y, d))| *g = if *y > 0.0 { *d } else { 0.0 });

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::slices::{contiguous, with_slice};
+
 /// The output of [`batch_norm_train`]: y and the batch statistics (for the running averages).
 #[derive(Debug)]
 pub struct BatchNormOutput {
@@ -75,14 +77,6 @@ struct BatchNorm {
     eps: f64,
     relu: bool,
     stats: Stats,
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("batch norm: inputs must be contiguous"),
-    }
 }
 
 /// Per-channel mean and biased variance of `x` (N, C, HW), in f64.
@@ -221,15 +215,6 @@ fn backward(
         }
     });
     (sums, dx)
-}
-
-/// Calls `f` with the contiguous f32 data of a CPU tensor, without copying it.
-fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(cpu) => f(contiguous(cpu, layout)?),
-        _ => candle_core::bail!("batch norm: the fused kernel runs on the CPU only"),
-    }
 }
 
 #[cfg(test)]

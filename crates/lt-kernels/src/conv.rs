@@ -10,6 +10,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::slices::contiguous;
+
 /// The convolution of `x` (N, C, H, W) with `w` (K, C, R, S): stride `stride`, zero padding
 /// `padding` on every side; differentiable in both arguments.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
@@ -194,14 +196,6 @@ fn transposed(data: &[f32], rows_of_original: usize, cols_of_original: usize) ->
     View { ptr: data.as_ptr(), rs: 1, cs: cols_of_original as isize }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv2d: the {what} must be contiguous"),
-    }
-}
-
 /// Splits the batch into about one chunk per thread.
 fn images_per_chunk(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads().max(1)).max(1)
@@ -218,7 +212,7 @@ impl CustomOp2 for Conv {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
-        let (x, w) = (slice(s1, l1, "input")?, slice(s2, l2, "weight")?);
+        let (x, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let (crs, pq) = (g.crs(), g.pq());
         let mut y = vec![0f32; g.n * g.k * pq];
         let chunk = images_per_chunk(g.n);
@@ -257,7 +251,7 @@ impl CustomOp2 for BackwardData {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
-        let (dy, w) = (slice(s1, l1, "output gradient")?, slice(s2, l2, "weight")?);
+        let (dy, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let (crs, pq) = (g.crs(), g.pq());
         let mut dx = vec![0f32; g.n * g.image()];
         let chunk = images_per_chunk(g.n);
@@ -289,7 +283,7 @@ impl CustomOp2 for BackwardWeight {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
-        let (x, dy) = (slice(s1, l1, "input")?, slice(s2, l2, "output gradient")?);
+        let (x, dy) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let (crs, pq) = (g.crs(), g.pq());
         let chunk = images_per_chunk(g.n);
         let partials: Vec<Vec<f32>> = x

@@ -67,13 +67,22 @@ pub struct Optimizer {
     /// Per parameter: SGD's momentum buffer, or Adam's first and second moments.
     state: BTreeMap<String, Vec<Tensor>>,
     steps: u64,
+    /// Use candle's composed ops even where the fused kernels could run (to test one against the other).
+    composed_only: bool,
 }
 
 impl Optimizer {
     /// A fresh optimizer.
     pub fn new(config: OptimizerConfig) -> Result<Self, Error> {
         config.validate()?;
-        Ok(Optimizer { config, state: BTreeMap::new(), steps: 0 })
+        Ok(Optimizer { config, state: BTreeMap::new(), steps: 0, composed_only: false })
+    }
+
+    /// The same optimizer computing with candle's composed ops instead of the fused kernels: slower,
+    /// for checking one against the other.
+    pub fn composed_ops(mut self) -> Self {
+        self.composed_only = true;
+        self
     }
 
     /// The configuration.
@@ -95,45 +104,104 @@ impl Optimizer {
             let Some(grad) = grads.get(var.as_tensor()) else { continue };
             let w = var.as_tensor();
             let mask = masks.get(name);
-            let mut g = match mask {
-                Some(m) => (grad * m)?,
-                None => grad.clone(),
-            };
-            let new_w = match self.config {
-                OptimizerConfig::Sgd { momentum, weight_decay } => {
-                    if weight_decay != 0.0 {
-                        g = (g + (w * weight_decay)?)?;
-                    }
-                    let buf = match self.state.get(name) {
-                        Some(s) if momentum != 0.0 => ((&s[0] * momentum)? + g)?,
-                        _ => g,
-                    };
-                    let new_w = (w - (&buf * lr)?)?;
-                    self.state.insert(name.clone(), vec![buf]);
-                    new_w
-                }
-                OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
-                    if weight_decay != 0.0 {
-                        g = (g + (w * weight_decay)?)?;
-                    }
-                    let (m, v) = match self.state.get(name) {
-                        Some(s) => (
-                            ((&s[0] * beta1)? + (&g * (1.0 - beta1))?)?,
-                            ((&s[1] * beta2)? + (g.sqr()? * (1.0 - beta2))?)?,
-                        ),
-                        None => ((&g * (1.0 - beta1))?, (g.sqr()? * (1.0 - beta2))?),
-                    };
-                    let bc1 = 1.0 - beta1.powi(t);
-                    let bc2 = 1.0 - beta2.powi(t);
-                    let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
-                    let new_w = (w - ((&m / &denom)? * (lr / bc1))?)?;
-                    self.state.insert(name.clone(), vec![m, v]);
-                    new_w
-                }
+            let new_w = if lt_kernels::fused_available(w) && !self.composed_only {
+                self.fused(name, w, grad, mask, lr, t)?
+            } else {
+                self.composed(name, w, grad, mask, lr, t)?
             };
             var.set(&new_w)?;
         }
         Ok(())
+    }
+
+    /// One parameter's update in one pass (`lt-kernels`).
+    fn fused(
+        &mut self,
+        name: &str,
+        w: &Tensor,
+        grad: &Tensor,
+        mask: Option<&Tensor>,
+        lr: f64,
+        t: i32,
+    ) -> Result<Tensor, Error> {
+        Ok(match self.config {
+            OptimizerConfig::Sgd { momentum, weight_decay } => {
+                let buf = self.state.get(name).and_then(|s| s.first());
+                let (new_w, new_buf) =
+                    lt_kernels::sgd_update(w, grad, buf, mask, lt_kernels::Sgd { lr, momentum, weight_decay })?;
+                match new_buf {
+                    Some(b) => {
+                        self.state.insert(name.to_string(), vec![b]);
+                    }
+                    None => {
+                        self.state.remove(name);
+                    }
+                }
+                new_w
+            }
+            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
+                let moments = self.state.get(name).filter(|s| s.len() == 2).map(|s| (&s[0], &s[1]));
+                let p = lt_kernels::Adam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    bias_correction1: 1.0 - beta1.powi(t),
+                    bias_correction2: 1.0 - beta2.powi(t),
+                };
+                let (new_w, m, v) = lt_kernels::adam_update(w, grad, moments, mask, p)?;
+                self.state.insert(name.to_string(), vec![m, v]);
+                new_w
+            }
+        })
+    }
+
+    /// One parameter's update with candle's ops (other devices and dtypes).
+    fn composed(
+        &mut self,
+        name: &str,
+        w: &Tensor,
+        grad: &Tensor,
+        mask: Option<&Tensor>,
+        lr: f64,
+        t: i32,
+    ) -> Result<Tensor, Error> {
+        let mut g = match mask {
+            Some(m) => (grad * m)?,
+            None => grad.clone(),
+        };
+        Ok(match self.config {
+            OptimizerConfig::Sgd { momentum, weight_decay } => {
+                if weight_decay != 0.0 {
+                    g = (g + (w * weight_decay)?)?;
+                }
+                let buf = match self.state.get(name) {
+                    Some(s) if momentum != 0.0 => ((&s[0] * momentum)? + g)?,
+                    _ => g,
+                };
+                let new_w = (w - (&buf * lr)?)?;
+                self.state.insert(name.to_string(), vec![buf]);
+                new_w
+            }
+            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
+                if weight_decay != 0.0 {
+                    g = (g + (w * weight_decay)?)?;
+                }
+                let (m, v) = match self.state.get(name) {
+                    Some(s) => {
+                        (((&s[0] * beta1)? + (&g * (1.0 - beta1))?)?, ((&s[1] * beta2)? + (g.sqr()? * (1.0 - beta2))?)?)
+                    }
+                    None => ((&g * (1.0 - beta1))?, (g.sqr()? * (1.0 - beta2))?),
+                };
+                let bc1 = 1.0 - beta1.powi(t);
+                let bc2 = 1.0 - beta2.powi(t);
+                let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
+                let new_w = (w - ((&m / &denom)? * (lr / bc1))?)?;
+                self.state.insert(name.to_string(), vec![m, v]);
+                new_w
+            }
+        })
     }
 
     /// The state as named tensors (`NAME/0`, `NAME/1`) for checkpoints.
@@ -172,5 +240,52 @@ impl Optimizer {
             .collect::<Result<_, _>>()?;
         self.steps = steps;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = lt_data::Rng::new(seed);
+        (0..n).map(|_| rng.unit() as f32 * 2.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn fused_updates_match_the_composed_ones_with_masks_decay_and_momentum() {
+        let configs = [
+            OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 1e-4 },
+            OptimizerConfig::Sgd { momentum: 0.0, weight_decay: 0.0 },
+            OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-3 },
+        ];
+        let dev = Device::Cpu;
+        for config in configs {
+            let n = 100_003;
+            let start = values(n, 1);
+            let mask: Vec<f32> = values(n, 2).iter().map(|v| f32::from(*v > 0.0)).collect();
+            let masks = Masks::from([("w".to_string(), Tensor::from_vec(mask.clone(), n, &dev).unwrap())]);
+            let run = |mut opt: Optimizer| {
+                let w0: Vec<f32> = start.iter().zip(&mask).map(|(w, m)| w * m).collect();
+                let var = Var::from_vec(w0, n, &dev).unwrap();
+                let params = vec![("w".to_string(), var.clone())];
+                for step in 0..4u64 {
+                    let target = Tensor::from_vec(values(n, 10 + step), n, &dev).unwrap();
+                    let loss = (var.as_tensor() - &target).unwrap().sqr().unwrap().sum_all().unwrap();
+                    opt.step(&params, &loss.backward().unwrap(), 0.01, &masks).unwrap();
+                }
+                var.as_tensor().to_vec1::<f32>().unwrap()
+            };
+            let fused = run(Optimizer::new(config).unwrap());
+            let composed = run(Optimizer::new(config).unwrap().composed_ops());
+            let worst = fused.iter().zip(&composed).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-6, "{config:?}: {worst}");
+            assert!(fused.iter().zip(&mask).all(|(w, m)| *m == 1.0 || *w == 0.0), "a pruned weight moved");
+        }
     }
 }
