@@ -264,10 +264,26 @@ pub unsafe fn call<S: Strategy>(request: *const Request, error: *mut ErrorBuffer
 
 /// Exports a [`Strategy`] as this library's plugin entry point.
 ///
-/// ```ignore
-/// struct Mine;
-/// impl lt_plugin_abi::Strategy for Mine { /* ... */ }
-/// lt_plugin_abi::export_strategy!(Mine);
+/// ```
+/// use lt_plugin_abi::{Input, Strategy, Target};
+///
+/// /// Prunes the first surviving weights of each tensor (an illustration, not a good strategy).
+/// struct First;
+///
+/// impl Strategy for First {
+///     const NAME: &'static str = "first";
+///     const DESCRIPTION: &'static str = "prunes the lowest-index survivors";
+///     fn prune(input: &Input) -> Result<Vec<Vec<u8>>, String> {
+///         let Target::PerTensor(counts) = &input.target else { return Err("layer-wise only".into()) };
+///         let mut masks: Vec<Vec<u8>> = input.tensors.iter().map(|t| t.mask.to_vec()).collect();
+///         for (mask, &k) in masks.iter_mut().zip(counts) {
+///             mask.iter_mut().filter(|b| **b == 1).take(k).for_each(|b| *b = 0);
+///         }
+///         Ok(masks)
+///     }
+/// }
+///
+/// lt_plugin_abi::export_strategy!(First);
 /// ```
 #[macro_export]
 macro_rules! export_strategy {
