@@ -5,7 +5,7 @@
 //! - `small`: the same procedure with fewer iterations, the schedule's milestones, warmup and the
 //!   rewind points scaled by the same factor, fewer levels, 2 replicates; sized so that a figure's
 //!   network finishes in under an hour on this project's 2-core CPU with this engine as it is
-//!   today (LeNet 5,000 iterations; ResNet-20 50 and VGG-19 20, far too few to train CIFAR-10
+//!   today (LeNet 5,000 iterations; ResNet-20 100 and VGG-19 20, far too few to train CIFAR-10
 //!   networks: the small scale of the CIFAR figures waits for the fast-kernels work).
 //! - `smoke`: minutes, on the bundled `fashion-mnist-sample`: a handful of iterations, 2 levels,
 //!   1 replicate. It checks the pipeline; its numbers mean nothing, and its figure says so.
@@ -80,7 +80,7 @@ impl Setup {
         let (iterations, batch, replicates) = match (scale, family) {
             (Scale::Paper, _) => (paper_iterations(preset), preset.batch_size, 3),
             (Scale::Small, Family::Lenet) => (5_000, preset.batch_size, 2),
-            (Scale::Small, Family::Resnet) => (50, preset.batch_size, 2),
+            (Scale::Small, Family::Resnet) => (100, preset.batch_size, 2),
             (Scale::Small, Family::Vgg) => (20, preset.batch_size, 2),
             (Scale::Smoke, Family::Lenet) => (100, preset.batch_size, 1),
             (Scale::Smoke, Family::Resnet) => (10, 16, 1),
@@ -148,13 +148,14 @@ impl Setup {
         LotterySpec { train: self.train_spec(r), rewind: self.scaled(k), prune: PruneSpec::for_preset(self.preset) }
     }
 
-    /// Forward-backward cost in ms per example on this project's 2-core machine (measured with
-    /// `cargo xtask bench train`, rounded up), for the estimates printed by `--help`.
+    /// Training-step cost in ms per example on this project's 2-core machine (`cargo xtask bench
+    /// train`, 2026-11-25: LeNet 4.9 ms / 60, ResNet-20 1,004 ms / 128, VGG-19 2,926 ms / 64,
+    /// rounded up), for the estimates printed by `--help`.
     pub fn ms_per_example(&self) -> f64 {
         match self.family {
-            Family::Lenet => 0.12,
-            Family::Resnet => 20.0,
-            Family::Vgg => 90.0,
+            Family::Lenet => 0.1,
+            Family::Resnet => 8.0,
+            Family::Vgg => 46.0,
         }
     }
 }
