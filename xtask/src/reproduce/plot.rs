@@ -99,6 +99,8 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 }
 
 fn fmt_tick(v: f64) -> String {
+    // Ticks computed as k·step can land on -0.
+    let v = if v.abs() < 1e-12 { 0.0 } else { v };
     if v >= 10.0 || v == v.round() {
         format!("{v:.0}")
     } else if v >= 1.0 {
