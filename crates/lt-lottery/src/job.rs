@@ -233,3 +233,25 @@ pub fn run(spec: &TrainSpec, job: &Job, ctx: &mut Context) -> Result<Outcome, Er
     (ctx.events)(Event::Finished { label: job.label.clone(), outcome: outcome.clone() });
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use super::*;
+
+    #[test]
+    fn an_outcome_reads_back_exactly() {
+        // 7.503230077 came back as 7.5032300769999996 before serde_json's float_roundtrip.
+        let o = Outcome {
+            iterations: 40,
+            accuracy: 0.7525,
+            loss: 0.6838774815201759,
+            density: 0.8003756574004508,
+            wall_s: 7.503230077,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        lt_data::write_atomic(&dir.path().join(DONE), serde_json::to_string_pretty(&o).unwrap().as_bytes()).unwrap();
+        assert_eq!(outcome(dir.path()).unwrap(), Some(o));
+    }
+}
