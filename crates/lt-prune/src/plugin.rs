@@ -97,7 +97,8 @@ impl Plugin {
         Ok(Plugin { _library: library, descriptor, path: path.to_path_buf(), name, description, params_schema })
     }
 
-    /// Finds `spec` (a path, or a name looked up as `libNAME.so` in `dirs`) and loads it.
+    /// Finds `spec` (a path; or a name, looked up as `libNAME.so` in `dirs`, then as the name a
+    /// library in `dirs` gives itself) and loads it.
     pub fn find(spec: &str, dirs: &[PathBuf]) -> Result<Plugin, Error> {
         let as_path = Path::new(spec);
         if spec.contains(std::path::MAIN_SEPARATOR) || as_path.extension().is_some() {
@@ -109,6 +110,10 @@ impl Plugin {
             if candidate.is_file() {
                 return Plugin::load(&candidate);
             }
+        }
+        // Then by the name the plugin gives itself (`lamp` for liblt_plugin_lamp.so).
+        if let Some(plugin) = Plugin::list(dirs).into_iter().filter_map(|(_, p)| p.ok()).find(|p| p.name() == spec) {
+            return Ok(plugin);
         }
         Err(err(
             spec,
