@@ -44,10 +44,12 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, rel
     let stats = Arc::new(Mutex::new(None));
     let op = BatchNorm { eps, relu, stats: stats.clone() };
     let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    // The op keeps the statistics for its backward pass; the caller reads a copy.
     let (mean, var) = stats
         .lock()
         .map_err(|_| candle_core::Error::Msg("batch norm statistics lock poisoned".into()))?
-        .take()
+        .as_ref()
+        .map(|s| (s.iter().map(|s| s.0 as f32).collect(), s.iter().map(|s| s.1 as f32).collect()))
         .ok_or_else(|| candle_core::Error::Msg("batch norm forward did not run".into()))?;
     Ok(BatchNormOutput { y, mean, var, count })
 }
@@ -71,7 +73,9 @@ fn composed(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> 
     })
 }
 
-type Stats = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
+/// Per-channel (mean, biased variance) of the forward pass, shared with the caller and reused by
+/// the backward pass.
+type Stats = Arc<Mutex<Option<Vec<(f64, f64)>>>>;
 
 struct BatchNorm {
     eps: f64,
@@ -132,7 +136,7 @@ impl CustomOp3 for BatchNorm {
             }
         });
         if let Ok(mut slot) = self.stats.lock() {
-            *slot = Some((stats.iter().map(|s| s.0 as f32).collect(), stats.iter().map(|s| s.1 as f32).collect()));
+            *slot = Some(stats);
         }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -151,10 +155,16 @@ impl CustomOp3 for BatchNorm {
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
         // The relu mask comes from the output; without relu the output is not read at all.
         let res = if self.relu { Some(res.contiguous()?) } else { None };
+        let saved = self.stats.lock().ok().and_then(|s| s.clone());
         let (sums, dx) = with_slice(&x, |xv| {
+            // The forward pass's statistics; recomputed only if they are somehow missing.
+            let stats = match &saved {
+                Some(s) if s.len() == c => s.clone(),
+                _ => channel_stats(xv, n, c, hw),
+            };
             with_slice(&dy, |gv| match &res {
-                Some(r) => with_slice(r, |yv| Ok(backward(xv, gv, Some(yv), &gamma, n, c, hw, self.eps))),
-                None => Ok(backward(xv, gv, None, &gamma, n, c, hw, self.eps)),
+                Some(r) => with_slice(r, |yv| Ok(backward(xv, gv, Some(yv), &stats, &gamma, n, hw, self.eps))),
+                None => Ok(backward(xv, gv, None, &stats, &gamma, n, hw, self.eps)),
             })
         })?;
         let dev = x.device();
@@ -172,14 +182,14 @@ fn backward(
     xv: &[f32],
     gv: &[f32],
     yv: Option<&[f32]>,
+    stats: &[(f64, f64)],
     gamma: &[f32],
     n: usize,
-    c: usize,
     hw: usize,
     eps: f64,
 ) -> (Vec<(f64, f64)>, Vec<f32>) {
+    let c = stats.len();
     let m = (n * hw) as f64;
-    let stats = channel_stats(xv, n, c, hw);
     // Pass 1, per channel: dβ = Σg and dγ = Σ g·x̂ (g masked by the ReLU).
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
