@@ -105,6 +105,8 @@ pub fn prune(args: PruneArgs, loc: &Locations) -> Result<ExitCode> {
     let ckpt = Checkpoint::load(&args.checkpoint, &Device::Cpu)
         .with_context(|| format!("reading checkpoint {}", args.checkpoint.display()))?;
     let model_name = ckpt.meta.model.clone();
+    // Built once, for its tensor names only (shapes come from the checkpoint).
+    let named = Model::new(&model_name, nominal_input(&model_name), 0, Default::default(), &Device::Cpu)?;
     let (mask, parent_level) = match &args.mask {
         Some(path) => {
             let (mask, meta) = Mask::load(path)?;
@@ -114,10 +116,9 @@ pub fn prune(args: PruneArgs, loc: &Locations) -> Result<ExitCode> {
             (mask, meta.level)
         }
         None => {
-            let model = Model::new(&model_name, nominal_input(&model_name), 0, Default::default(), &Device::Cpu)?;
-            let mut names = model.prunable();
+            let mut names = named.prunable();
             if args.output_fraction.is_some() {
-                names.extend(model.output_layer().iter().filter(|n| n.ends_with("weight")).cloned());
+                names.extend(named.output_layer().iter().filter(|n| n.ends_with("weight")).cloned());
             }
             let shapes: Vec<(String, Vec<usize>)> = names
                 .iter()
@@ -136,7 +137,7 @@ pub fn prune(args: PruneArgs, loc: &Locations) -> Result<ExitCode> {
         weights.insert(name.clone(), t.flatten_all()?.to_vec1::<f32>()?);
     }
     let output: Vec<&String> =
-        names.iter().filter(|n| args.output_fraction.is_some() && is_output(&model_name, n)).collect();
+        names.iter().filter(|n| args.output_fraction.is_some() && named.output_layer().contains(n)).collect();
     let scope = if args.layerwise || args.output_fraction.is_some() {
         let per_tensor =
             output.iter().map(|n| ((*n).clone(), Amount::Fraction(args.output_fraction.unwrap_or(0.1)))).collect();
@@ -203,12 +204,6 @@ pub fn prune(args: PruneArgs, loc: &Locations) -> Result<ExitCode> {
     )?;
     writeln!(out, "wrote {}", args.out.display())?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn is_output(model: &str, name: &str) -> bool {
-    Model::new(model, nominal_input(model), 0, Default::default(), &Device::Cpu)
-        .map(|m| m.output_layer().iter().any(|n| n == name))
-        .unwrap_or(false)
 }
 
 pub fn mask(cmd: MaskCommand) -> Result<ExitCode> {
