@@ -2,14 +2,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use lt_data::{Dataset, Locations};
-use lt_models::{InitConfig, InputSpec, Model};
+use lt_data::Locations;
+use lt_models::{InitConfig, Model};
 use lt_train::{Masks, Preset, Progress, RunConfig, Steps, Trainer};
 
 use crate::say;
@@ -52,23 +51,13 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
     let preset = Preset::named(&args.preset)?;
     let dataset = args.dataset.as_deref().unwrap_or(preset.dataset);
     let device = Device::Cpu;
-    let mut train =
-        Dataset::open(dataset, "train", loc).with_context(|| format!("opening the training split of {dataset}"))?;
-    if let Some(n) = args.train_examples {
-        train = train.truncate(n)?;
-    }
-    let train = Arc::new(train);
-    let manifest = train.manifest().clone();
-    let test = Arc::new(
-        Dataset::open(dataset, manifest.eval_split(), loc)
-            .with_context(|| format!("opening the test split of {dataset}"))?,
-    );
-    let [c, h, w] = train.input_shape(&train.train_transform()?);
-    let input = InputSpec { channels: c, height: h, width: w, classes: manifest.num_classes() as usize };
+    let data =
+        lt_lottery::Data::open(dataset, args.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
+    let (train, test, input) = (data.train.clone(), data.test.clone(), data.input);
     let model = Model::new(preset.model, input, args.seed, InitConfig::default(), &device)?;
 
     let batch_size = args.batch.unwrap_or(preset.batch_size);
-    let per_epoch = lt_data::DataOrder::new(0, train.len(), batch_size)?.iterations_per_epoch();
+    let per_epoch = data.iterations_per_epoch(batch_size)?;
     let iterations = args.iters.unwrap_or(preset.iterations).iterations(per_epoch);
     let mut schedule = preset.schedule();
     if let Some(lr) = args.lr {
