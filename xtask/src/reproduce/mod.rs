@@ -13,7 +13,7 @@ mod figures;
 mod plot;
 mod setup;
 
-use std::io::Write as _;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -447,7 +447,6 @@ fn write_outputs(
 
     // report.md
     let mut r = String::new();
-    use std::fmt::Write as _;
     let _ = writeln!(r, "# {}\n", fig.title);
     if smoke {
         let _ = writeln!(
@@ -539,7 +538,6 @@ fn write_outputs(
             let _ = writeln!(r, "|---|---|---|---|---|");
             let mut keys: Vec<(String, String, u32, u64)> =
                 rows.iter().map(|x| (x.network.clone(), x.series.clone(), x.level, x.rewind)).collect();
-            keys.dedup();
             keys.sort();
             keys.dedup();
             for (net, series, level, rewind) in keys {
@@ -614,7 +612,7 @@ fn write_outputs(
             p.preset.name,
             p.replicates,
             p.factor,
-            toml_string(&spec)
+            toml::to_string(&spec).unwrap_or_else(|e| format!("# not serializable: {e}\n"))
         );
     }
     let _ = writeln!(r, "## Tasks\n");
@@ -622,20 +620,5 @@ fn write_outputs(
         let _ = writeln!(r, "- {}", describe(t));
     }
     lt_data::write_atomic(&out.join("report.md"), r.as_bytes())?;
-    let _ = std::io::stdout().flush();
     Ok(())
 }
-
-fn toml_string(spec: &lt_lottery::LotterySpec) -> String {
-    // Reuse the store's own serialization (`hparams.toml`).
-    let v = serde_json::to_value(spec).unwrap_or_default();
-    let mut s = String::new();
-    if let serde_json::Value::Object(m) = v {
-        for (k, v) in m {
-            let _ = writeln!(s, "{k} = {v}");
-        }
-    }
-    s
-}
-
-use std::fmt::Write as _;
