@@ -39,8 +39,9 @@ fn fig5_and_fig3_smoke_runs_write_figure_data_and_report() {
     let csv = std::fs::read_to_string(out5.join("data.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "figure,network,series,replicate,rewind,level,weights_remaining,metric,value");
-    // Three curves (reset, rewound, reinit) × levels 0-2 × 1 replicate.
-    assert_eq!(lines.len(), 1 + 9, "{csv}");
+    // IMP reset and rewound at levels 0-2, the reinit control at levels 1-2 (its level 0 would be
+    // just another dense network), 1 replicate.
+    assert_eq!(lines.len(), 1 + 3 + 3 + 2, "{csv}");
     assert!(lines[1..].iter().all(|l| l.split(',').count() == 9), "{csv}");
     let report = std::fs::read_to_string(out5.join("report.md")).unwrap();
     assert!(report.contains("scale: **smoke**") && report.contains("dataset **fashion-mnist-sample**"), "{report}");

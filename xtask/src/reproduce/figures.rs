@@ -228,7 +228,7 @@ impl Figure {
                                 Some(kind) => tasks.push(Task::Branch {
                                     spec,
                                     branch: BranchSpec::new(kind),
-                                    levels: (0..=levels).collect(),
+                                    levels: (1..=levels).collect(),
                                 }),
                             }
                         }
@@ -349,7 +349,7 @@ impl Figure {
                                     &Task::Branch {
                                         spec: spec.clone(),
                                         branch: BranchSpec::new(kind),
-                                        levels: (0..=levels).collect(),
+                                        levels: (1..=levels).collect(),
                                     },
                                 ) {
                                     Some(TaskResult::Branch(o)) => o.clone(),

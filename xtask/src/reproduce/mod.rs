@@ -189,13 +189,31 @@ pub fn run(raw: &[String]) -> Result<()> {
         let data = datas.iter().find(|(d, _, _)| d == &p.dataset).map(|(_, _, d)| d).context("data")?;
         seconds_per_iteration.insert(p.preset.name, measure_step(&spec, data)?);
     }
-    let todo: Vec<(usize, u64)> =
-        tasks.iter().enumerate().map(|(i, t)| Ok((i, remaining_iterations(t, &args.store)?))).collect::<Result<_>>()?;
+    // A branch trains its lottery run first, unless an earlier task of the plan is that run.
+    let planned = |i: usize, t: &Task| {
+        tasks[..i].iter().any(|e| {
+            matches!(e, Task::Lottery { spec, levels } if spec == t.spec() && match t {
+                Task::Branch { levels: l, .. } => l.iter().all(|l| l <= levels),
+                _ => false,
+            })
+        })
+    };
+    let todo: Vec<(usize, u64)> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Ok((i, remaining_iterations(t, &args.store, planned(i, t))?)))
+        .collect::<Result<_>>()?;
     let total_todo: u64 = todo.iter().map(|(_, n)| n).sum();
+    // Training, plus one evaluation of the test set per run (forward only: about a third of a
+    // training step per example), plus 15% for checkpoints and everything else.
     let estimate: f64 = todo
         .iter()
         .map(|(i, n)| {
-            *n as f64 * seconds_per_iteration.get(tasks[*i].spec().train.preset.as_str()).copied().unwrap_or(0.0)
+            let s = &tasks[*i].spec().train;
+            let step = seconds_per_iteration.get(s.preset.as_str()).copied().unwrap_or(0.0);
+            let runs = n.div_ceil((s.iterations - tasks[*i].spec().rewind).max(1)) as f64;
+            let test = data_for(&tasks[*i]).map_or(0, |d| d.test.len()) as f64;
+            *n as f64 * step + runs * test * step / s.batch_size as f64 / 3.0
         })
         .sum::<f64>()
         * 1.15;
@@ -283,8 +301,8 @@ fn describe(t: &Task) -> String {
 }
 
 /// Iterations a task still has to train (an upper bound for stability tasks whose copies are
-/// partly done).
-fn remaining_iterations(t: &Task, store: &Path) -> Result<u64> {
+/// partly done); a branch's lottery run counts unless `run_planned` (an earlier task trains it).
+fn remaining_iterations(t: &Task, store: &Path, run_planned: bool) -> Result<u64> {
     let spec = t.spec();
     let dir = store.join("lottery").join(spec.id());
     let (tt, k) = (spec.train.iterations, spec.rewind);
@@ -304,12 +322,12 @@ fn remaining_iterations(t: &Task, store: &Path) -> Result<u64> {
         Task::Branch { branch, levels, .. } => {
             let bdir = Branch::folder(&dir, branch);
             let run = Task::Lottery { spec: spec.clone(), levels: *levels.iter().max().unwrap_or(&0) };
-            remaining_iterations(&run, store)?
-                + levels
-                    .iter()
-                    .filter(|l| lt_lottery::outcome(&bdir.join(format!("level_{l}"))).ok().flatten().is_none())
-                    .count() as u64
-                    * (tt - k)
+            let run = if run_planned { 0 } else { remaining_iterations(&run, store, false)? };
+            run + levels
+                .iter()
+                .filter(|l| lt_lottery::outcome(&bdir.join(format!("level_{l}"))).ok().flatten().is_none())
+                .count() as u64
+                * (tt - k)
         }
     })
 }
