@@ -175,7 +175,6 @@ pub fn run(args: &[String]) -> Result<()> {
     // Both rayon (our kernels) and candle read this before their pools start.
     // SAFETY: no other thread exists yet.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
-    lt_kernels::keep_freed_buffers();
     let nets: Vec<Net> =
         nets().into_iter().filter(|n| models.as_ref().is_none_or(|m| m.split(',').any(|k| k == n.key))).collect();
     let keys: Vec<&str> = nets.iter().map(|n| n.key).collect();

@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use lt_models::{InitConfig, InputSpec, Model};
 
-pub fn run() -> Result<()> {
+/// `networks`: the fixtures to remake (`lenet`, `resnet20`, `vgg19`); all when empty.
+pub fn run(networks: &[String]) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let init = tempfile::tempdir()?;
     let cifar = InputSpec { channels: 3, height: 32, width: 32, classes: 10 };
@@ -28,7 +29,12 @@ pub fn run() -> Result<()> {
     }
     let python = String::from_utf8(python.stdout)?.trim().to_string();
     let dir = root.join("crates/lt-train/tests/fixtures");
-    let status = Command::new(&python).arg(dir.join("make_torch_fixtures.py")).arg(init.path()).arg(&dir).status()?;
+    let status = Command::new(&python)
+        .arg(dir.join("make_torch_fixtures.py"))
+        .arg(init.path())
+        .arg(&dir)
+        .args(networks)
+        .status()?;
     if !status.success() {
         bail!("make_torch_fixtures.py failed");
     }

@@ -8,19 +8,14 @@
 //! the network's optimizer in float64 and in float32; per tensor they hold 256 values of the
 //! reference sampled at fixed positions, its sum and sum of squares, and the float32 run's error.
 //!
-//! Open: VGG-19 (`torch_steps_vgg19.safetensors`) is not checked yet, and the reason is the test
-//! input, not the engine. At step 1 the whole gradient difference sits in one channel of the
-//! BatchNorm at `layers.41`, which holds a pre-activation of 3.9e-6 (the channel's next smallest is
-//! 5.8e-3): it lies on the ReLU kink, float32 and the float64 reference round it to opposite sides,
-//! the gate flips, and the O(1) difference of that one element reaches every earlier layer (~0.5%).
-//! With batch 32 that channel matches to 5e-6 and a different element flips elsewhere. Ruled out on
-//! the way: candle's conv backward (exact to 1e-7 on 2x2 maps), BatchNorm precision (an f64
-//! BatchNorm gave the identical error), positive ties in max-pool windows (none). A kink-free batch
-//! does not exist at this scale: over 40 phases of the batch formula, the best one still had an
-//! element whose |pre-activation| was only 1.09x PyTorch's own float32 error on it. So VGG-19 needs
-//! a comparison that a single legitimate gate flip cannot fail: e.g. run the reference with the
-//! ReLU gates of our forward pass (export them), or compare whole-model error measures. Then add a
-//! `check(...)` call like the two below.
+//! VGG-19 uses a batch of 2. At larger batches a few of its millions of pre-activations lie on the
+//! ReLU kink within float32 rounding (at batch 8, one of 3.9e-6 at `layers.41`): float32 and the
+//! float64 reference round it to opposite sides, the gate flips, and that one element's O(1)
+//! gradient difference reaches every earlier layer (~0.5%), which no float32 engine can avoid
+//! (PyTorch's own float32 run at batch 4 is 4e-2 from its reference after one step). At batch 2
+//! no gate sits that close: after one step every tensor is within 3e-5 of the reference (PyTorch's
+//! own float32 run: 3.5e-5), so the 1e-4 bound holds without slack; over ten steps at rate 0.1 the
+//! run is chaotic and the `SLACK` rule applies, as for ResNet-20.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
@@ -33,6 +28,8 @@ use lt_train::{Masks, Optimizer, OptimizerConfig};
 
 const TOLERANCE: f64 = 1e-4;
 const SLACK: f64 = 10.0;
+/// See the module doc: the batch at which no ReLU gate of VGG-19 sits on the kink.
+const VGG_BATCH: usize = 2;
 
 fn batch(shape: (usize, usize, usize), n: usize) -> (Tensor, Tensor) {
     let count = n * shape.0 * shape.1 * shape.2;
@@ -58,6 +55,7 @@ fn check(fixture: &str, model_name: &str, input: InputSpec, n: usize, optimizer:
     let mut opt = Optimizer::new(optimizer).unwrap();
     let (x, y) = batch((input.channels, input.height, input.width), n);
     let mut worst = (0.0f64, String::new());
+    let mut worst_first = 0.0f64;
     for step in 1..=10 {
         let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, true).unwrap(), &y).unwrap();
         opt.step(&params, &loss.backward().unwrap(), lr, &Masks::new()).unwrap();
@@ -83,11 +81,18 @@ fn check(fixture: &str, model_name: &str, input: InputSpec, n: usize, optimizer:
             let own = get("self")[0];
             // The bound: 1e-4, or PyTorch's own float32 error times SLACK where that is larger.
             let bound = TOLERANCE.max(SLACK * own);
+            if step == 1 {
+                worst_first = worst_first.max(error);
+            }
             if error / bound > worst.0 {
                 worst = (error / bound, format!("step {step} {name}: error {error:.2e}, PyTorch float32 {own:.2e}"));
             }
         }
     }
+    eprintln!(
+        "{model_name}: worst relative error after step 1: {worst_first:.2e}; worst error/bound: {:.2} ({})",
+        worst.0, worst.1
+    );
     assert!(worst.0 <= 1.0, "{model_name}: {:.1}x over the bound at {}", worst.0, worst.1);
 }
 
@@ -111,6 +116,19 @@ fn resnet20_with_sgd_momentum_matches_pytorch() {
         "cifar_resnet_20",
         InputSpec { channels: 3, height: 32, width: 32, classes: 10 },
         16,
+        sgd,
+        0.1,
+    );
+}
+
+#[test]
+fn vgg19_with_sgd_momentum_matches_pytorch() {
+    let sgd = OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 1e-4 };
+    check(
+        "torch_steps_vgg19.safetensors",
+        "cifar_vgg_19",
+        InputSpec { channels: 3, height: 32, width: 32, classes: 10 },
+        VGG_BATCH,
         sgd,
         0.1,
     );
