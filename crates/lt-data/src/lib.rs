@@ -52,6 +52,6 @@ pub use locate::{Locations, Origin};
 pub use manifest::{Format, Manifest, RawDigest, RemoteFile, Split};
 pub use mmap::Mapped;
 pub use order::{DataOrder, Position};
-pub use rng::Rng;
+pub use rng::{Rng, key as derive_key};
 pub use shards::{PackIndex, PackOptions, PackReport, PackSplit, ShardSource, pack_imagenet};
 pub use source::{ImageSource, ImageView};

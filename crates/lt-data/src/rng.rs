@@ -16,7 +16,7 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 }
 
 /// Derives one 64-bit key from several parts (order matters).
-pub(crate) fn key(parts: &[u64]) -> u64 {
+pub fn key(parts: &[u64]) -> u64 {
     parts.iter().fold(0x006C_745F_6461_7461_u64, |acc, &p| mix(acc.wrapping_add(GOLDEN) ^ mix(p.wrapping_add(GOLDEN))))
 }
 

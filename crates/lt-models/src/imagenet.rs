@@ -4,13 +4,14 @@
 //!
 //! Max-pooling with padding or `ceil_mode` is computed by zero-padding, which is exact here
 //! because every pooled tensor follows a ReLU (all values >= 0). SqueezeNet's classifier dropout
-//! (p = 0.5) is not applied: candle's dropout draws from an unseedable generator, and a run must be
-//! a pure function of its seeds; deterministic dropout is future work.
+//! (p = 0.5) draws its masks from the model's dropout key (`dropout.rs`), so runs stay
+//! reproducible.
 
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::Error;
+use crate::dropout::Dropout;
 use crate::model::{InputSpec, Net, Registry};
 use crate::norm::BatchNorm;
 use crate::resnet::{Conv2d, bn, conv, conv_padded};
@@ -161,6 +162,7 @@ enum Feature {
 
 pub(crate) struct SqueezeNet {
     features: Vec<Feature>,
+    dropout: Dropout,
     classifier: Conv2d,
 }
 
@@ -198,12 +200,13 @@ impl SqueezeNet {
         reg.output.push(format!("{}.weight", c.prefix()));
         reg.output.push(format!("{}.bias", c.prefix()));
         let classifier = conv(c, reg, 512, input.classes, 1, 1, true)?;
-        Ok(SqueezeNet { features, classifier })
+        let dropout = Dropout::new(0.5, reg.dropout_key.clone(), 0);
+        Ok(SqueezeNet { features, dropout, classifier })
     }
 }
 
 impl Net for SqueezeNet {
-    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for f in &self.features {
             x = match f {
@@ -215,7 +218,7 @@ impl Net for SqueezeNet {
                 }
             };
         }
-        self.classifier.forward(&x)?.relu()?.mean((2, 3))
+        self.classifier.forward(&self.dropout.forward_t(&x, train)?)?.relu()?.mean((2, 3))
     }
 }
 

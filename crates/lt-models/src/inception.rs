@@ -1,12 +1,13 @@
 //! Inception-v3 as torchvision defines it (`imagenet_inception_v3`, `aux_logits=False`,
 //! `transform_input=False`), with torchvision's tensor names (`Mixed_6b.branch7x7_2.conv.weight`).
 //! Every convolution is a `BasicConv2d`: conv without bias, BatchNorm (eps 0.001), ReLU.
-//! The classifier's dropout is not applied (see `imagenet.rs`).
+//! The classifier's dropout (p = 0.5, before `fc`) draws its masks from the model's dropout key.
 
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::Error;
+use crate::dropout::Dropout;
 use crate::imagenet::max_pool;
 use crate::model::{InputSpec, Net, Registry};
 use crate::norm::BatchNorm;
@@ -114,6 +115,7 @@ impl Module_ {
 pub(crate) struct InceptionV3 {
     stem: Vec<(BasicConv, bool)>,
     mixed: Vec<Module_>,
+    dropout: Dropout,
     fc: Linear,
 }
 
@@ -146,7 +148,8 @@ impl InceptionV3 {
         mixed.push(inception_e(vb.pp("Mixed_7b"), r, 1280)?);
         mixed.push(inception_e(vb.pp("Mixed_7c"), r, 2048)?);
         let fc = r.build_output(&vb, 2048, input.classes)?;
-        Ok(InceptionV3 { stem, mixed, fc })
+        let dropout = Dropout::new(0.5, r.dropout_key.clone(), 0);
+        Ok(InceptionV3 { stem, mixed, dropout, fc })
     }
 }
 
@@ -162,7 +165,7 @@ impl Net for InceptionV3 {
         for m in &self.mixed {
             x = m.forward_t(&x, train)?;
         }
-        self.fc.forward(&x.mean((2, 3))?)
+        self.fc.forward(&self.dropout.forward_t(&x.mean((2, 3))?, train)?)
     }
 }
 

@@ -12,6 +12,7 @@
 //! `imagenet_squeezenet_1_1`, `imagenet_inception_v3` (torchvision's definitions and names). Input channels, size and
 //! classes come from the dataset.
 
+mod dropout;
 mod error;
 mod imagenet;
 mod inception;

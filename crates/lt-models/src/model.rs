@@ -47,6 +47,8 @@ pub enum ParamKind {
 pub(crate) struct Registry {
     pub kinds: Vec<(String, ParamKind)>,
     pub output: Vec<String>,
+    /// The key every dropout layer of the model draws its masks from.
+    pub dropout_key: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Registry {
@@ -93,6 +95,7 @@ pub struct Model {
     net: Box<dyn Net>,
     kinds: Vec<(String, ParamKind)>,
     output: Vec<String>,
+    dropout_key: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Model {
@@ -139,7 +142,15 @@ impl Model {
         } else {
             return Err(Error::UnknownModel { name: name.into() });
         };
-        let model = Model { name: name.into(), input, varmap, net, kinds: reg.kinds, output: reg.output };
+        let model = Model {
+            name: name.into(),
+            input,
+            varmap,
+            net,
+            kinds: reg.kinds,
+            output: reg.output,
+            dropout_key: reg.dropout_key,
+        };
         model.initialize(seed, init)?;
         Ok(model)
     }
@@ -186,8 +197,16 @@ impl Model {
         self.input
     }
 
+    /// Sets the key from which the dropout layers (SqueezeNet's and Inception-v3's classifiers)
+    /// draw their masks in the next training passes. The trainer derives it from the data-order
+    /// seed and the iteration, so masks are reproducible and a resumed run draws the same ones.
+    /// Networks without dropout ignore it.
+    pub fn set_dropout_key(&self, key: u64) {
+        self.dropout_key.store(key, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Logits for a batch `x` of shape (n, c, h, w); `train` selects BatchNorm's batch statistics
-    /// (and updates the running ones).
+    /// (and updates the running ones) and turns dropout on.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, Error> {
         let (c, h, w) = (self.input.channels, self.input.height, self.input.width);
         match x.dims() {

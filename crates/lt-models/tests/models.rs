@@ -169,3 +169,22 @@ fn padded_and_ceil_mode_pooling_match_pytorch_output_sizes() {
     let x = Tensor::zeros((1, 3, 224, 224), DType::F32, &Device::Cpu).unwrap();
     assert_eq!(m.forward_t(&x, false).unwrap().dims(), &[1, 10]);
 }
+
+#[test]
+fn dropout_in_training_is_a_function_of_the_dropout_key() {
+    // SqueezeNet and Inception-v3 drop half of the classifier's inputs in training; evaluation is
+    // deterministic and the training pass depends only on the key the trainer sets.
+    for (name, side) in [("imagenet_squeezenet_1_1", 64), ("imagenet_inception_v3", 75)] {
+        let input = InputSpec { channels: 3, height: side, width: side, classes: 7 };
+        let m = model(name, input, 1);
+        let x = Tensor::randn(0f32, 1.0, (2, 3, side, side), &Device::Cpu).unwrap();
+        let run = |key: u64, train: bool| -> Vec<f32> {
+            m.set_dropout_key(key);
+            m.forward_t(&x, train).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(run(1, false), run(2, false), "{name}: evaluation must not drop");
+        let (a, b) = (run(5, true), run(5, true));
+        assert_eq!(a, b, "{name}: same key, same pass");
+        assert_ne!(a, run(6, true), "{name}: another key draws another mask");
+    }
+}

@@ -23,6 +23,7 @@ pub fn gradients(
     let mut sums: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     for t in t0..t0 + batches.max(1) {
         let batch = loader.batch(t)?;
+        model.set_dropout_key(crate::trainer::dropout_key(loader.order().seed(), t));
         let logits = model.forward_t(&batch.images, true)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
         let grads = loss.backward()?;

@@ -294,6 +294,7 @@ impl Trainer {
             let t = self.iteration;
             let batch = self.loader.batch(t)?;
             let lr = self.config.schedule.lr_at(t);
+            self.model.set_dropout_key(dropout_key(self.config.data_order_seed, t));
             let logits = self.model.forward_t(&batch.images, true)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
             let value = loss.to_scalar::<f32>()?;
@@ -359,4 +360,10 @@ fn read_metrics(path: &Path) -> Result<Vec<Record>, Error> {
                 .map_err(|e| Error::Checkpoint { path: path.into(), message: format!("bad metrics line: {e}") })
         })
         .collect()
+}
+
+/// The dropout key of iteration `t`: dropout is SGD noise, like the data order, so it follows the
+/// data-order seed (copies in a data-order stability test differ in both).
+pub(crate) fn dropout_key(data_order_seed: u64, t: u64) -> u64 {
+    lt_data::derive_key(&[0x64726f70, data_order_seed, t])
 }
