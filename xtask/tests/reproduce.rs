@@ -1,6 +1,7 @@
 //! `cargo xtask reproduce` end to end at the smoke scale on the bundled sample dataset: the
 //! figure's files exist, the CSV has the expected columns and rows, the report names the scale and
-//! the dataset, and a second invocation reuses every finished job.
+//! the dataset, a second invocation reuses every finished job, and fig4 has every rewind point and
+//! takes the k = 0 runs of fig3 from the store.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
@@ -15,7 +16,7 @@ fn text(b: &[u8]) -> String {
 }
 
 #[test]
-fn fig5_and_fig3_smoke_runs_write_figure_data_and_report() {
+fn fig5_fig3_and_fig4_smoke_runs_write_figure_data_and_report() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let out5 = dir.path().join("fig5");
@@ -79,6 +80,49 @@ fn fig5_and_fig3_smoke_runs_write_figure_data_and_report() {
     }
     let report = std::fs::read_to_string(out3.join("report.md")).unwrap();
     assert!(report.contains("| lenet |") && report.contains("20.7±0.6"), "{report}");
+
+    // Figure 4: stability and accuracy at each rewind point; k = 0 comes from fig3's runs.
+    let out4 = dir.path().join("fig4");
+    let o = xtask(&[
+        "reproduce",
+        "fig4",
+        "--scale",
+        "smoke",
+        "--only",
+        "lenet",
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out4.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    for f in ["figure.svg", "figure.png", "data.csv", "data.json", "report.md"] {
+        assert!(out4.join(f).is_file(), "fig4: {f} missing");
+    }
+    let csv = std::fs::read_to_string(out4.join("data.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    // Columns: figure, network, series, replicate, rewind, level, weights_remaining, metric, value.
+    let mut rewinds: Vec<&str> = rows.iter().map(|r| r[4]).collect();
+    rewinds.sort_by_key(|k| k.parse::<u64>().unwrap());
+    rewinds.dedup();
+    assert_eq!(rewinds, ["0", "1", "2", "4"], "smoke rewinds to 0, 1, 2 and 4 of T = 100: {csv}");
+    for k in &rewinds {
+        for sub in ["imp", "random"] {
+            for metric in ["data-order-l2", "pruning-l2", "accuracy-mean"] {
+                let hit = rows.iter().find(|r| r[4] == *k && r[2] == sub && r[7] == metric);
+                let value: f64 = hit.unwrap_or_else(|| panic!("k={k} {sub} {metric}: {csv}"))[8].parse().unwrap();
+                assert!(value.is_finite() && value >= 0.0, "k={k} {sub} {metric} = {value}");
+            }
+        }
+    }
+    // Nothing at k = 0 is trained again: fig3 left those runs and reports in the store.
+    let stdout = text(&o.stdout);
+    let k0: Vec<&str> =
+        stdout.lines().filter(|l| l.contains("lenet r0 k=0:") && l.contains("iterations to train")).collect();
+    assert_eq!(k0.len(), 3, "{stdout}");
+    assert!(k0.iter().all(|l| l.ends_with(" 0 iterations to train")), "{stdout}");
+    let report = std::fs::read_to_string(out4.join("report.md")).unwrap();
+    assert!(report.contains("scale: **smoke**"), "{report}");
 }
 
 #[test]
