@@ -95,3 +95,30 @@ fn a_killed_run_resumes_and_ends_with_the_same_weights() {
         std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap().lines().count()
     );
 }
+
+#[test]
+fn a_shortened_run_says_when_the_presets_schedule_lies_beyond_it_and_takes_milestones() {
+    let sb = Sandbox::new();
+    let run = |extra: &[&str], dir: &str| {
+        let out = sb.path().join(dir);
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets");
+        let mut args = vec!["train", "--preset", "resnet18-standard", "--dataset", "fashion-mnist-sample"];
+        args.extend_from_slice(&["--data-dir", data]);
+        args.extend_from_slice(&["--iters", "4it", "--batch", "8", "--eval-every", "2it", "--out"]);
+        args.push(out.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let o = sb.lt(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let text = run(&[], "preset");
+    assert!(text.contains("rate drops at iteration(s) 20000, 25000 lie beyond this run's 4"), "{text}");
+    let text = run(&["--milestones", "2it"], "scaled");
+    assert!(!text.contains("lie beyond"), "{text}");
+    // The rate logged at iteration 2 is 0.1 x 0.1 (the evaluation after the drop).
+    let lrs: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("iteration")).map(|l| l.split_whitespace().nth(3).unwrap()).collect();
+    assert_eq!(lrs, ["1.00e-1", "1.00e-2"], "{text}");
+    let o = sb.lt(&["train", "--preset", "lenet", "--milestones", "soon"]);
+    assert!(!o.status.success() && stderr(&o).contains("invalid value 'soon' for '--milestones"), "{}", stderr(&o));
+}

@@ -30,6 +30,8 @@ pub struct RunArgs {
     /// Base learning rate (default: the preset's).
     #[arg(long)]
     pub lr: Option<f64>,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
     /// Rewind point k, e.g. 500it, 2ep, or 0 to reset to initialization.
     #[arg(long, default_value = "0")]
     pub rewind: Steps,
@@ -57,6 +59,54 @@ pub struct RunArgs {
     /// The experiment store (runs are folders in it named by their hyperparameters).
     #[arg(long, default_value = "results/store")]
     pub out: PathBuf,
+}
+
+/// Overrides of the preset's learning-rate schedule (shared by `lt train` and the lottery commands).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ScheduleArgs {
+    /// Iterations at which the rate drops by 10x, e.g. 1000it,1500it or 3ep,4ep (default: the
+    /// preset's; `none` for a constant rate).
+    #[arg(long, value_delimiter = ',', value_parser = parse_milestone)]
+    pub milestones: Option<Vec<Option<Steps>>>,
+    /// Length of the linear warmup from 0, e.g. 500it (default: the preset's; 0 for none).
+    #[arg(long)]
+    pub warmup: Option<Steps>,
+}
+
+fn parse_milestone(text: &str) -> Result<Option<Steps>, String> {
+    if text == "none" { Ok(None) } else { Steps::parse(text).map(Some).map_err(|e| e.to_string()) }
+}
+
+impl ScheduleArgs {
+    /// Applies the overrides to `schedule` for a run of `iterations`; returns a note when the
+    /// preset's milestones or warmup lie beyond the run's end and were not overridden, so that a
+    /// shortened run does not silently train at a constant rate.
+    pub fn apply(&self, schedule: &mut lt_train::Schedule, per_epoch: usize, iterations: u64) -> Option<String> {
+        if let Some(m) = &self.milestones {
+            schedule.milestones = m.iter().flatten().map(|s| s.iterations(per_epoch)).collect();
+            schedule.milestones.sort_unstable();
+            schedule.milestones.dedup();
+        }
+        if let Some(w) = self.warmup {
+            schedule.warmup = w.iterations(per_epoch);
+        }
+        let late: Vec<String> =
+            schedule.milestones.iter().filter(|m| **m >= iterations).map(|m| m.to_string()).collect();
+        let mut notes = Vec::new();
+        if !late.is_empty() && self.milestones.is_none() {
+            notes.push(format!(
+                "note: the preset's rate drops at iteration(s) {} lie beyond this run's {iterations}; set --milestones to scale them",
+                late.join(", ")
+            ));
+        }
+        if schedule.warmup > iterations && self.warmup.is_none() {
+            notes.push(format!(
+                "note: the preset's warmup of {} iterations is longer than this run's {iterations}; set --warmup to scale it",
+                schedule.warmup
+            ));
+        }
+        (!notes.is_empty()).then(|| notes.join("\n"))
+    }
 }
 
 /// What opening a run may do.
@@ -92,6 +142,9 @@ impl RunArgs {
         train.train_examples = self.train_examples;
         if let Some(lr) = self.lr {
             train.schedule.lr = lr;
+        }
+        if let Some(note) = self.schedule.apply(&mut train.schedule, per_epoch, train.iterations) {
+            println!("{note}");
         }
         if let Some(seed) = self.data_order_seed {
             train.data_order_seed = seed;

@@ -11,6 +11,7 @@ use lt_data::Locations;
 use lt_models::{InitConfig, Model};
 use lt_train::{Masks, Preset, Progress, RunConfig, Steps, Trainer};
 
+use crate::experiment::ScheduleArgs;
 use crate::say;
 
 #[derive(Debug, Args)]
@@ -30,6 +31,8 @@ pub struct TrainArgs {
     /// Base learning rate (default: the preset's).
     #[arg(long)]
     lr: Option<f64>,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
     /// Seed of the initialization.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -63,6 +66,7 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
     if let Some(lr) = args.lr {
         schedule.lr = lr;
     }
+    let schedule_note = args.schedule.apply(&mut schedule, per_epoch, iterations);
     let eval_every = args.eval_every.map_or((iterations / 10).max(1), |s| s.iterations(per_epoch));
     let config = RunConfig {
         start_iteration: 0,
@@ -86,6 +90,9 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
         model.num_parameters()
     )?;
     writeln!(out, "run folder {}", dir.display())?;
+    if let Some(note) = schedule_note {
+        writeln!(out, "{note}")?;
+    }
     if dataset != preset.dataset {
         writeln!(out, "note: the paper trains this preset on {}; this run uses {dataset}", preset.dataset)?;
     }
