@@ -4,6 +4,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::simd::{self, written};
 use crate::slices::contiguous;
 
 /// `max(0, a + b)` for two tensors of the same shape; differentiable in both.
@@ -26,10 +27,17 @@ impl CustomOp2 for AddRelu {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(y, (a, b))| {
-            y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = (a + b).max(0.0));
-        });
+        if a.len() != b.len() {
+            candle_core::bail!("add_relu: {} and {} elements", a.len(), b.len());
+        }
+        // SAFETY: the chunks cover the output and `simd::add_relu` writes each whole.
+        let y = unsafe {
+            written(a.len(), |y| {
+                y.par_chunks_mut(CHUNK)
+                    .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                    .for_each(|(y, (a, b))| simd::add_relu(y, a, b))
+            })
+        };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -49,10 +57,17 @@ impl CustomOp2 for ReluGrad {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (y, dy) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let mut g = vec![0f32; y.len()];
-        g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(g, (y, dy))| {
-            g.iter_mut().zip(y.iter().zip(dy)).for_each(|(g, (y, d))| *g = if *y > 0.0 { *d } else { 0.0 });
-        });
+        if y.len() != dy.len() {
+            candle_core::bail!("relu gradient: {} and {} elements", y.len(), dy.len());
+        }
+        // SAFETY: the chunks cover the output and `simd::relu_grad` writes each whole.
+        let g = unsafe {
+            written(y.len(), |g| {
+                g.par_chunks_mut(CHUNK)
+                    .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+                    .for_each(|(g, (y, dy))| simd::relu_grad(g, y, dy))
+            })
+        };
         Ok((CpuStorage::F32(g), l1.shape().clone()))
     }
 }

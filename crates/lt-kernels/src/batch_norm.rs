@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::simd::{gated_affine, gated_sums, scale_shift, written};
 use crate::slices::{contiguous, with_slice};
 
 /// The output of [`batch_norm_train`]: y and the batch statistics (for the running averages).
@@ -90,9 +91,8 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
         .map(|ch| {
             let (mut s, mut s2) = (0f64, 0f64);
             for i in 0..n {
-                // Sum in f32 lanes per plane (vectorizes), accumulate planes in f64.
-                let plane = &x[(i * c + ch) * hw..][..hw];
-                let (a, b) = plane.iter().fold((0f32, 0f32), |(a, b), &v| (a + v, b + v * v));
+                // Sum in f32 lanes per plane (vectorized), accumulate planes in f64.
+                let (a, b) = crate::simd::sum_and_sum_sq(&x[(i * c + ch) * hw..][..hw]);
                 s += a as f64;
                 s2 += b as f64;
             }
@@ -125,16 +125,15 @@ impl CustomOp3 for BatchNorm {
             stats.iter().zip(gamma).map(|((_, v), g)| (*g as f64 / (v + self.eps).sqrt()) as f32).collect();
         let shift: Vec<f32> =
             stats.iter().zip(beta).zip(&scale).map(|(((m, _), b), s)| (*b as f64 - m * *s as f64) as f32).collect();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(plane, (yp, xp))| {
-            let ch = plane % c;
-            let (s, t) = (scale[ch], shift[ch]);
-            if self.relu {
-                yp.iter_mut().zip(xp).for_each(|(y, x)| *y = (x * s + t).max(0.0));
-            } else {
-                yp.iter_mut().zip(xp).for_each(|(y, x)| *y = x * s + t);
-            }
-        });
+        // SAFETY: the planes of `hw` values cover the output, and `scale_shift` writes each plane whole.
+        let y = unsafe {
+            written(x.len(), |y| {
+                y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(plane, (yp, xp))| {
+                    let ch = plane % c;
+                    scale_shift(yp, xp, scale[ch], shift[ch], self.relu);
+                })
+            })
+        };
         if let Ok(mut slot) = self.stats.lock() {
             *slot = Some(stats);
         }
@@ -190,40 +189,41 @@ fn backward(
 ) -> (Vec<(f64, f64)>, Vec<f32>) {
     let c = stats.len();
     let m = (n * hw) as f64;
-    // Pass 1, per channel: dβ = Σg and dγ = Σ g·x̂ (g masked by the ReLU).
+    // Pass 1, per channel: dβ = Σg and dγ = Σ g·x̂ = inv·(Σ g·x − mean·Σg) (g masked by the ReLU);
+    // f32 lanes per plane, planes accumulated in f64.
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mean, var) = stats[ch];
             let inv = 1.0 / (var + eps).sqrt();
-            let (mut db, mut dg) = (0f64, 0f64);
+            let (mut db, mut gx) = (0f64, 0f64);
             for i in 0..n {
                 let off = (i * c + ch) * hw;
-                for j in off..off + hw {
-                    let g = if yv.is_some_and(|y| y[j] <= 0.0) { 0.0 } else { gv[j] as f64 };
-                    db += g;
-                    dg += g * (xv[j] as f64 - mean) * inv;
-                }
+                let (a, b) = gated_sums(&gv[off..off + hw], &xv[off..off + hw], yv.map(|y| &y[off..off + hw]));
+                db += a as f64;
+                gx += b as f64;
             }
-            (db, dg)
+            (db, inv * (gx - mean * db))
         })
         .collect();
-    // Pass 2: dx.
-    let mut dx = vec![0f32; xv.len()];
-    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
-        let ch = plane % c;
-        let off = plane * hw;
-        let (mean, var) = stats[ch];
-        let inv = 1.0 / (var + eps).sqrt();
-        let (db, dg) = sums[ch];
-        let k = gamma[ch] as f64 * inv;
-        for (j, o) in out.iter_mut().enumerate() {
-            let idx = off + j;
-            let g = if yv.is_some_and(|y| y[idx] <= 0.0) { 0.0 } else { gv[idx] as f64 };
-            let xhat = (xv[idx] as f64 - mean) * inv;
-            *o = (k * (g - db / m - xhat * dg / m)) as f32;
-        }
-    });
+    // Pass 2: dx = γ·inv·(g − dβ/m − x̂·dγ/m), an affine function of (g, x) per channel.
+    // SAFETY: the planes of `hw` values cover dx, and `gated_affine` writes each plane whole.
+    let dx = unsafe {
+        written(xv.len(), |dx| {
+            dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
+                let ch = plane % c;
+                let off = plane * hw;
+                let (mean, var) = stats[ch];
+                let inv = 1.0 / (var + eps).sqrt();
+                let (db, dg) = sums[ch];
+                let k = gamma[ch] as f64 * inv;
+                let b = -k * inv * dg / m;
+                let c0 = -k * db / m - b * mean;
+                let y = yv.map(|y| &y[off..off + hw]);
+                gated_affine(out, &gv[off..off + hw], &xv[off..off + hw], y, k as f32, b as f32, c0 as f32);
+            })
+        })
+    };
     (sums, dx)
 }
 

@@ -7,9 +7,12 @@
 //!
 //! 1×1 convolutions with stride 1 and no padding skip im2col: `col_n` is the input image itself.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::simd::{add_into, written};
 use crate::slices::contiguous;
 
 /// The convolution of `x` (N, C, H, W) with `w` (K, C, R, S): stride `stride`, zero padding
@@ -132,7 +135,7 @@ impl Geometry {
                             let (lo, hi) = self.valid(s);
                             let start = lo + s - self.pad;
                             let src = &row[oh * q + lo..oh * q + hi];
-                            line[start..start + hi - lo].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                            add_into(&mut line[start..start + hi - lo], src);
                             continue;
                         }
                         for (ow, v) in row[oh * q..(oh + 1) * q].iter().enumerate() {
@@ -158,15 +161,30 @@ struct View {
 
 /// `dst (m × n, row-major) = [dst +] a (m × k) · b (k × n)`, single-threaded.
 fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, a: View, b: View, accumulate: bool) {
-    debug_assert!(dst.len() >= m * n);
-    // SAFETY: `dst` holds m × n values with row stride n; the callers build `a` and `b` from slices
-    // holding m × k and k × n values at the given strides, alive for the duration of the call.
+    assert!(dst.len() >= m * n);
+    // SAFETY: `dst` holds the m × n values; `a` and `b` are the callers' views of live slices.
+    unsafe { gemm_raw(dst.as_mut_ptr(), m, n, k, a, b, accumulate) }
+}
+
+/// `dst (m × n, row-major) = a (m × k) · b (k × n)` into memory not yet written: `gemm` with
+/// `read_dst = false` only writes `dst` (alpha is set to zero and never applied to it).
+fn matmul_into(dst: &mut [MaybeUninit<f32>], m: usize, n: usize, k: usize, a: View, b: View) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: as in `matmul`; with `accumulate = false` gemm never reads `dst`.
+    unsafe { gemm_raw(dst.as_mut_ptr().cast(), m, n, k, a, b, false) }
+}
+
+/// # Safety
+/// `dst` must be valid for writes (and, with `accumulate`, reads) of m × n values with row stride
+/// n; `a` and `b` must point to live m × k and k × n matrices at their strides.
+unsafe fn gemm_raw(dst: *mut f32, m: usize, n: usize, k: usize, a: View, b: View, accumulate: bool) {
+    // SAFETY: the caller's contract (above) is what gemm requires.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -214,20 +232,24 @@ impl CustomOp2 for Conv {
         let g = self.geom;
         let (x, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let (crs, pq) = (g.crs(), g.pq());
-        let mut y = vec![0f32; g.n * g.k * pq];
         let chunk = images_per_chunk(g.n);
-        y.par_chunks_mut(chunk * g.k * pq).zip(x.par_chunks(chunk * g.image())).for_each(|(ys, xs)| {
-            let mut col = if g.direct() { Vec::new() } else { vec![0f32; crs * pq] };
-            for (yn, xn) in ys.chunks_mut(g.k * pq).zip(xs.chunks(g.image())) {
-                let b = if g.direct() {
-                    row_major(xn, pq)
-                } else {
-                    g.im2col(xn, &mut col);
-                    row_major(&col, pq)
-                };
-                matmul(yn, g.k, pq, crs, row_major(w, crs), b, false);
-            }
-        });
+        // SAFETY: the images' (K × P·Q) blocks cover the output and `matmul_into` writes each whole.
+        let y = unsafe {
+            written(g.n * g.k * pq, |y| {
+                y.par_chunks_mut(chunk * g.k * pq).zip(x.par_chunks(chunk * g.image())).for_each(|(ys, xs)| {
+                    let mut col = if g.direct() { Vec::new() } else { vec![0f32; crs * pq] };
+                    for (yn, xn) in ys.chunks_mut(g.k * pq).zip(xs.chunks(g.image())) {
+                        let b = if g.direct() {
+                            row_major(xn, pq)
+                        } else {
+                            g.im2col(xn, &mut col);
+                            row_major(&col, pq)
+                        };
+                        matmul_into(yn, g.k, pq, crs, row_major(w, crs), b);
+                    }
+                })
+            })
+        };
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.k, g.p, g.q))))
     }
 

@@ -15,6 +15,7 @@ mod alloc;
 mod batch_norm;
 mod conv;
 mod optim;
+mod simd;
 mod slices;
 #[cfg(test)]
 mod testing;

@@ -5,6 +5,9 @@
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
+use std::mem::MaybeUninit;
+
+use crate::simd::multiversion;
 use crate::slices::with_slice;
 
 /// Elements per parallel task.
@@ -76,42 +79,25 @@ pub fn sgd_update(
     let n = w.elem_count();
     let (lr, mu, wd) = (p.lr as f32, p.momentum as f32, p.weight_decay as f32);
     let keep = p.momentum != 0.0;
-    let mut new_w = vec![0f32; n];
-    let mut new_b = if keep { vec![0f32; n] } else { Vec::new() };
+    let (mut new_w, mut new_b) = (Vec::with_capacity(n), Vec::with_capacity(if keep { n } else { 0 }));
     with_slice(&w, |ws| {
         with_slice(&g, |gs| {
             with_optional(buf.as_ref(), |bs| {
                 with_optional(mask.as_ref(), |ms| {
-                    let step = |i: usize, nw: &mut f32, nb: Option<&mut f32>| {
-                        let mut d = gs[i];
-                        if let Some(m) = ms {
-                            d *= m[i];
-                        }
-                        if wd != 0.0 {
-                            d += ws[i] * wd;
-                        }
-                        let b = match bs {
-                            Some(b) if keep => b[i] * mu + d,
-                            _ => d,
-                        };
-                        *nw = ws[i] - b * lr;
-                        if let Some(nb) = nb {
-                            *nb = b;
-                        }
-                    };
+                    let (nw, nb) = (&mut new_w.spare_capacity_mut()[..n], &mut new_b.spare_capacity_mut()[..]);
+                    let at = |c: usize, len: usize| c * CHUNK..c * CHUNK + len;
                     if keep {
-                        new_w.par_chunks_mut(CHUNK).zip(new_b.par_chunks_mut(CHUNK)).enumerate().for_each(
+                        nw.par_chunks_mut(CHUNK).zip(nb[..n].par_chunks_mut(CHUNK)).enumerate().for_each(
                             |(c, (wc, bc))| {
-                                for (j, (nw, nb)) in wc.iter_mut().zip(bc.iter_mut()).enumerate() {
-                                    step(c * CHUNK + j, nw, Some(nb));
-                                }
+                                let r = at(c, wc.len());
+                                let (b, m) = (bs.map(|b| &b[r.clone()]), ms.map(|m| &m[r.clone()]));
+                                sgd_chunk(wc, Some(bc), &ws[r.clone()], &gs[r], b, m, lr, mu, wd);
                             },
                         );
                     } else {
-                        new_w.par_chunks_mut(CHUNK).enumerate().for_each(|(c, wc)| {
-                            for (j, nw) in wc.iter_mut().enumerate() {
-                                step(c * CHUNK + j, nw, None);
-                            }
+                        nw.par_chunks_mut(CHUNK).enumerate().for_each(|(c, wc)| {
+                            let r = at(c, wc.len());
+                            sgd_chunk(wc, None, &ws[r.clone()], &gs[r.clone()], None, ms.map(|m| &m[r]), lr, mu, wd);
                         });
                     }
                     Ok(())
@@ -119,6 +105,14 @@ pub fn sgd_update(
             })
         })
     })?;
+    // SAFETY: the chunks above cover 0..n of each vector they were given, and `sgd_chunk` writes
+    // every element of its outputs.
+    unsafe {
+        new_w.set_len(n);
+        if keep {
+            new_b.set_len(n);
+        }
+    }
     let dev = w.device();
     let new_w = Tensor::from_vec(new_w, w.dims(), dev)?;
     let new_b = if keep { Some(Tensor::from_vec(new_b, w.dims(), dev)?) } else { None };
@@ -144,37 +138,26 @@ pub fn adam_update(
     let (one_b1, one_b2) = ((1.0 - p.beta1) as f32, (1.0 - p.beta2) as f32);
     let (sqrt_bc2, eps, step_size) =
         (p.bias_correction2.sqrt() as f32, p.eps as f32, (p.lr / p.bias_correction1) as f32);
-    let (mut new_w, mut new_m, mut new_v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let (mut new_w, mut new_m, mut new_v) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let consts = AdamConsts { b1, b2, one_b1, one_b2, wd, sqrt_bc2, eps, step_size };
     with_slice(&w, |ws| {
         with_slice(&g, |gs| {
             with_optional(m_old.as_ref(), |ms| {
                 with_optional(v_old.as_ref(), |vs| {
                     with_optional(mask.as_ref(), |mk| {
-                        new_w
-                            .par_chunks_mut(CHUNK)
-                            .zip(new_m.par_chunks_mut(CHUNK).zip(new_v.par_chunks_mut(CHUNK)))
+                        let (nw, nm, nv) = (
+                            &mut new_w.spare_capacity_mut()[..n],
+                            &mut new_m.spare_capacity_mut()[..n],
+                            &mut new_v.spare_capacity_mut()[..n],
+                        );
+                        nw.par_chunks_mut(CHUNK)
+                            .zip(nm.par_chunks_mut(CHUNK).zip(nv.par_chunks_mut(CHUNK)))
                             .enumerate()
                             .for_each(|(c, (wc, (mc, vc)))| {
-                                for (j, (nw, (nm, nv))) in
-                                    wc.iter_mut().zip(mc.iter_mut().zip(vc.iter_mut())).enumerate()
-                                {
-                                    let i = c * CHUNK + j;
-                                    let mut d = gs[i];
-                                    if let Some(k) = mk {
-                                        d *= k[i];
-                                    }
-                                    if wd != 0.0 {
-                                        d += ws[i] * wd;
-                                    }
-                                    let (m, v) = match (ms, vs) {
-                                        (Some(m), Some(v)) => (m[i] * b1 + d * one_b1, v[i] * b2 + d * d * one_b2),
-                                        _ => (d * one_b1, d * d * one_b2),
-                                    };
-                                    let denom = v.sqrt() / sqrt_bc2 + eps;
-                                    *nw = ws[i] - (m / denom) * step_size;
-                                    *nm = m;
-                                    *nv = v;
-                                }
+                                let r = c * CHUNK..c * CHUNK + wc.len();
+                                let moments = ms.zip(vs).map(|(m, v)| (&m[r.clone()], &v[r.clone()]));
+                                let mask = mk.map(|k| &k[r.clone()]);
+                                adam_chunk(wc, mc, vc, &ws[r.clone()], &gs[r], moments, mask, consts);
                             });
                         Ok(())
                     })
@@ -182,10 +165,104 @@ pub fn adam_update(
             })
         })
     })?;
+    // SAFETY: the chunks above cover 0..n of each vector, and `adam_chunk` writes every element.
+    unsafe {
+        new_w.set_len(n);
+        new_m.set_len(n);
+        new_v.set_len(n);
+    }
     let dev = w.device();
     Ok((
         Tensor::from_vec(new_w, w.dims(), dev)?,
         Tensor::from_vec(new_m, w.dims(), dev)?,
         Tensor::from_vec(new_v, w.dims(), dev)?,
     ))
+}
+
+multiversion! {
+    /// One SGD chunk: `new_w` (and `new_b` with momentum) from the weights, gradients, previous
+    /// buffer and mask of the same elements.
+    #[allow(clippy::too_many_arguments, reason = "the operands of one fused update")]
+    fn sgd_chunk(
+        new_w: &mut [MaybeUninit<f32>],
+        new_b: Option<&mut [MaybeUninit<f32>]>,
+        w: &[f32],
+        g: &[f32],
+        b: Option<&[f32]>,
+        mask: Option<&[f32]>,
+        lr: f32,
+        mu: f32,
+        wd: f32,
+    ) {
+        // The direction: the gradient, masked, plus weight decay.
+        let d = |i: usize| {
+            let gi = match mask {
+                Some(m) => g[i] * m[i],
+                None => g[i],
+            };
+            gi + w[i] * wd
+        };
+        match new_b {
+            Some(nb) => {
+                for i in 0..w.len() {
+                    let bi = match b {
+                        Some(b) => b[i] * mu + d(i),
+                        None => d(i),
+                    };
+                    new_w[i].write(w[i] - bi * lr);
+                    nb[i].write(bi);
+                }
+            }
+            None => {
+                for i in 0..w.len() {
+                    new_w[i].write(w[i] - d(i) * lr);
+                }
+            }
+        }
+    }
+}
+
+/// Adam's per-step constants, in f32.
+#[derive(Clone, Copy)]
+struct AdamConsts {
+    b1: f32,
+    b2: f32,
+    one_b1: f32,
+    one_b2: f32,
+    wd: f32,
+    sqrt_bc2: f32,
+    eps: f32,
+    step_size: f32,
+}
+
+multiversion! {
+    /// One Adam chunk: new weights and moments from the weights, gradients, previous moments and
+    /// mask of the same elements.
+    #[allow(clippy::too_many_arguments, reason = "the operands of one fused update")]
+    fn adam_chunk(
+        new_w: &mut [MaybeUninit<f32>],
+        new_m: &mut [MaybeUninit<f32>],
+        new_v: &mut [MaybeUninit<f32>],
+        w: &[f32],
+        g: &[f32],
+        moments: Option<(&[f32], &[f32])>,
+        mask: Option<&[f32]>,
+        k: AdamConsts,
+    ) {
+        for i in 0..w.len() {
+            let gi = match mask {
+                Some(m) => g[i] * m[i],
+                None => g[i],
+            };
+            let d = gi + w[i] * k.wd;
+            let (m, v) = match moments {
+                Some((m, v)) => (m[i] * k.b1 + d * k.one_b1, v[i] * k.b2 + d * d * k.one_b2),
+                None => (d * k.one_b1, d * d * k.one_b2),
+            };
+            let denom = v.sqrt() / k.sqrt_bc2 + k.eps;
+            new_w[i].write(w[i] - (m / denom) * k.step_size);
+            new_m[i].write(m);
+            new_v[i].write(v);
+        }
+    }
 }

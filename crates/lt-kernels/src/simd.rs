@@ -1,0 +1,220 @@
+//! Elementwise loops compiled twice, for AVX2+FMA and for the baseline x86-64 (SSE2), chosen at
+//! run time; and output buffers that are written once instead of zeroed first.
+//!
+//! The workspace builds for the baseline target so that binaries run on any x86-64 machine; the
+//! `gemm` crate already dispatches its micro-kernels at run time, and this module does the same
+//! for this crate's own loops. Loops here are written so that LLVM vectorizes them without
+//! fast-math: no reductions in one accumulator (see [`sum_and_sum_sq`]'s lanes), no calls.
+
+use std::mem::MaybeUninit;
+
+/// Defines a function whose body is compiled once with AVX2 and FMA enabled and once for the
+/// baseline, and calls the first when the CPU has both features.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])* $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                if $crate::simd::has_avx2() {
+                    // SAFETY: `avx2` only needs the CPU features that `has_avx2` just confirmed.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// Whether the CPU has AVX2 and FMA (the standard library caches the answer).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// A vector of `n` floats whose every element `fill` writes; no pass zeroes it first.
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given (typically by splitting it into
+/// chunks that a kernel fills completely). Elements it leaves unwritten would be read as
+/// uninitialized memory.
+pub(crate) unsafe fn written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: the caller guarantees that `fill` initialized all `n` elements.
+    unsafe { v.set_len(n) };
+    v
+}
+
+const LANES: usize = 8;
+
+multiversion! {
+    /// The sum and the sum of squares of `x`, in f32 with 8 independent lanes per sum (which
+    /// vectorizes and is more accurate than one running sum).
+    pub(crate) fn sum_and_sum_sq(x: &[f32]) -> (f32, f32) {
+        let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                s[l] += c[l];
+                q[l] += c[l] * c[l];
+            }
+        }
+        let (mut a, mut b) = (s.iter().sum::<f32>(), q.iter().sum::<f32>());
+        for v in rest {
+            a += v;
+            b += v * v;
+        }
+        (a, b)
+    }
+}
+
+multiversion! {
+    /// `Σ g'` and `Σ g'·x` over one plane, where `g' = g`, or `g · (y > 0)` when the output `y` of
+    /// a fused ReLU is given; 8 lanes per sum.
+    pub(crate) fn gated_sums(g: &[f32], x: &[f32], y: Option<&[f32]>) -> (f32, f32) {
+        let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
+        let n = g.len() / LANES * LANES;
+        match y {
+            Some(y) => {
+                for i in (0..n).step_by(LANES) {
+                    for l in 0..LANES {
+                        let gv = if y[i + l] > 0.0 { g[i + l] } else { 0.0 };
+                        s[l] += gv;
+                        q[l] += gv * x[i + l];
+                    }
+                }
+            }
+            None => {
+                for i in (0..n).step_by(LANES) {
+                    for l in 0..LANES {
+                        s[l] += g[i + l];
+                        q[l] += g[i + l] * x[i + l];
+                    }
+                }
+            }
+        }
+        let (mut a, mut b) = (s.iter().sum::<f32>(), q.iter().sum::<f32>());
+        for i in n..g.len() {
+            let gv = if y.is_some_and(|y| y[i] <= 0.0) { 0.0 } else { g[i] };
+            a += gv;
+            b += gv * x[i];
+        }
+        (a, b)
+    }
+}
+
+multiversion! {
+    /// `out = x · s + t`, then `max(·, 0)` when `relu`.
+    pub(crate) fn scale_shift(out: &mut [MaybeUninit<f32>], x: &[f32], s: f32, t: f32, relu: bool) {
+        debug_assert_eq!(out.len(), x.len());
+        if relu {
+            out.iter_mut().zip(x).for_each(|(o, x)| {
+                o.write((x * s + t).max(0.0));
+            });
+        } else {
+            out.iter_mut().zip(x).for_each(|(o, x)| {
+                o.write(x * s + t);
+            });
+        }
+    }
+}
+
+multiversion! {
+    /// `out = a · g' + b · x + c`, with `g'` as in [`gated_sums`]: BatchNorm's input gradient.
+    pub(crate) fn gated_affine(
+        out: &mut [MaybeUninit<f32>],
+        g: &[f32],
+        x: &[f32],
+        y: Option<&[f32]>,
+        a: f32,
+        b: f32,
+        c: f32,
+    ) {
+        debug_assert!(out.len() == g.len() && g.len() == x.len());
+        match y {
+            Some(y) => out.iter_mut().zip(g.iter().zip(x.iter().zip(y))).for_each(|(o, (g, (x, y)))| {
+                let gv = if *y > 0.0 { *g } else { 0.0 };
+                o.write(a * gv + b * x + c);
+            }),
+            None => out.iter_mut().zip(g.iter().zip(x)).for_each(|(o, (g, x))| {
+                o.write(a * g + b * x + c);
+            }),
+        }
+    }
+}
+
+multiversion! {
+    /// `out = max(a + b, 0)`.
+    pub(crate) fn add_relu(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32]) {
+        debug_assert!(out.len() == a.len() && a.len() == b.len());
+        out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| {
+            o.write((a + b).max(0.0));
+        });
+    }
+}
+
+multiversion! {
+    /// `out = dy · (y > 0)`.
+    pub(crate) fn relu_grad(out: &mut [MaybeUninit<f32>], y: &[f32], dy: &[f32]) {
+        debug_assert!(out.len() == y.len() && y.len() == dy.len());
+        out.iter_mut().zip(y.iter().zip(dy)).for_each(|(o, (y, d))| {
+            o.write(if *y > 0.0 { *d } else { 0.0 });
+        });
+    }
+}
+
+multiversion! {
+    /// `dst += src`.
+    pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len());
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32) * 0.37).sin() * 3.0 + 0.5).collect()
+    }
+
+    #[test]
+    fn sums_match_f64_for_every_length_around_the_lane_count() {
+        for n in [0, 1, 7, 8, 9, 17, 1000, 1027] {
+            let x = numbers(n);
+            let (s, q) = sum_and_sum_sq(&x);
+            let s64: f64 = x.iter().map(|v| *v as f64).sum();
+            let q64: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum();
+            assert!((s as f64 - s64).abs() <= 1e-5 * (1.0 + q64), "n {n}: {s} vs {s64}");
+            assert!((q as f64 - q64).abs() <= 1e-5 * (1.0 + q64), "n {n}: {q} vs {q64}");
+            let g = numbers(n + 3)[3..].to_vec();
+            let y: Vec<f32> = x.iter().map(|v| v - 0.5).collect();
+            let (a, b) = gated_sums(&g, &x, Some(&y));
+            let keep = |i: usize| if y[i] > 0.0 { g[i] as f64 } else { 0.0 };
+            let a64: f64 = (0..n).map(keep).sum();
+            let b64: f64 = (0..n).map(|i| keep(i) * x[i] as f64).sum();
+            assert!((a as f64 - a64).abs() <= 1e-4 * (1.0 + a64.abs()) + 1e-4, "n {n}: {a} vs {a64}");
+            assert!((b as f64 - b64).abs() <= 1e-4 * (1.0 + b64.abs()) + 1e-4, "n {n}: {b} vs {b64}");
+        }
+    }
+
+    #[test]
+    fn written_vectors_hold_what_the_kernels_wrote() {
+        let x = numbers(37);
+        // SAFETY: scale_shift writes every element of a slice as long as `x`.
+        let y = unsafe { written(x.len(), |out| scale_shift(out, &x, 2.0, 1.0, true)) };
+        assert_eq!(y, x.iter().map(|v| (v * 2.0 + 1.0).max(0.0)).collect::<Vec<_>>());
+        let mut d = x.clone();
+        add_into(&mut d, &x);
+        assert_eq!(d, x.iter().map(|v| v + v).collect::<Vec<_>>());
+    }
+}
