@@ -3,7 +3,7 @@
 //! and only the arithmetic underneath changes. Today: 2-D convolution (forward, backward-data and
 //! backward-weight) by im2col and the `gemm` crate's cache-blocked micro-kernels, parallel over the
 //! batch so that both cores stay busy on ResNet-20's small 16-channel layers too; and training-mode
-//! batch normalization fused with the ReLU that follows it; the residual add fused with its ReLU; optimizer updates (SGD with momentum, Adam) fused
+//! batch normalization fused with the ReLU that follows it; the residual add fused with its ReLU; max-pooling; optimizer updates (SGD with momentum, Adam) fused
 //! with weight decay and the pruning mask, one pass per parameter.
 //!
 //! It does not own layers, parameters or initialization (`lt-models`). On devices other than the
@@ -14,6 +14,7 @@ mod add_relu;
 mod alloc;
 mod batch_norm;
 mod conv;
+mod max_pool;
 mod optim;
 mod simd;
 mod slices;
@@ -24,4 +25,5 @@ pub use add_relu::add_relu;
 pub use alloc::keep_freed_buffers;
 pub use batch_norm::{BatchNormOutput, batch_norm_train};
 pub use conv::conv2d;
+pub use max_pool::max_pool2d;
 pub use optim::{Adam, Sgd, adam_update, fused_available, sgd_update};

@@ -4,22 +4,15 @@
 //! window that equals the maximum (1/4 for a unique maximum in a 2x2 window) where it should
 //! divide by the *number* of maxima: every pooling layer shrinks the gradient 4x, and VGG-19's four
 //! pools make its first layers' gradients 256x too small (found by the PyTorch step fixtures of
-//! lt-train). Here a window of `kh` x `kw` at the same stride is a reshape and two `max`
-//! reductions, whose backward sends the whole gradient to the maximum (as PyTorch does when the
-//! maximum is unique; on exact ties each maximum receives it).
+//! lt-train). `lt_kernels::max_pool2d` sends the whole gradient to the first maximum of each window,
+//! as PyTorch does.
 
 use candle_core::Tensor;
 
 /// Max-pool with window `kh` x `kw` and the same stride, floor mode (rows/columns that do not fill
-/// a window are dropped, as PyTorch does).
+/// a window are dropped, as PyTorch does): `lt_kernels::max_pool2d`.
 pub(crate) fn max_pool(x: &Tensor, kh: usize, kw: usize) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (oh, ow) = (h / kh, w / kw);
-    if oh == 0 || ow == 0 {
-        candle_core::bail!("max-pool {kh}x{kw} of a {h}x{w} input");
-    }
-    let x = if (oh * kh, ow * kw) == (h, w) { x.clone() } else { x.narrow(2, 0, oh * kh)?.narrow(3, 0, ow * kw)? };
-    x.contiguous()?.reshape((n, c, oh, kh, ow, kw))?.max(5)?.max(3)
+    lt_kernels::max_pool2d(x, kh, kw)
 }
 
 #[cfg(test)]
