@@ -158,6 +158,8 @@ pub fn run(raw: &[String]) -> Result<()> {
     }
     let tasks = fig.tasks();
     let started = Instant::now();
+    // The code that runs is the code of now, not of when the report is written.
+    let version = code_version();
 
     println!("{} — scale {}, {} task(s)", fig.title, args.scale.name(), tasks.len());
     for p in &fig.panels {
@@ -268,7 +270,7 @@ pub fn run(raw: &[String]) -> Result<()> {
     bar.finish_and_clear();
 
     let rows = fig.rows(&results);
-    write_outputs(&fig, &args, &out, &tasks, &rows, &datas, started.elapsed().as_secs_f64())?;
+    write_outputs(&fig, &args, &out, &tasks, &rows, &datas, (&version, started.elapsed().as_secs_f64()))?;
     println!("done in {}: {}", human(started.elapsed().as_secs_f64()), out.display());
     Ok(())
 }
@@ -437,7 +439,7 @@ fn write_outputs(
     tasks: &[Task],
     rows: &[Row],
     datas: &[(String, Option<usize>, Data)],
-    wall: f64,
+    (version, wall): (&str, f64),
 ) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let smoke = args.scale == Scale::Smoke;
@@ -473,7 +475,7 @@ fn write_outputs(
         );
     }
     let _ = writeln!(r, "- scale: **{}**", args.scale.name());
-    let _ = writeln!(r, "- code version: {}", code_version());
+    let _ = writeln!(r, "- code version: {version}");
     let _ = writeln!(r, "- wall time of this invocation: {}", human(wall));
     let _ = writeln!(r, "- experiment store: {}", args.store.display());
     for (name, n, data) in datas {
@@ -608,13 +610,20 @@ fn write_outputs(
                         })
                     };
                     if let (Some(reset), Some(rewind)) = (at("IMP reset"), at("IMP rewound")) {
+                        let diff = 100.0 * (rewind.mean - reset.mean);
+                        let overlap = rewind.min <= reset.max && reset.min <= rewind.max && rewind.min < rewind.max;
+                        let verdict = if overlap {
+                            format!("the two overlap over the replicates (rewound − reset = {diff:+.2} points)")
+                        } else if diff > 0.0 {
+                            format!("rewinding beats resetting by {diff:.2} points")
+                        } else {
+                            format!("resetting beats rewinding by {:.2} points", -diff)
+                        };
                         let _ = writeln!(
                             r,
-                            "\n{net} at the sparsest level ({last}): rewound {:.2}% vs reset {:.2}%: rewinding {} by {:.2} points (the paper: rewinding beats resetting at high sparsity).",
-                            100.0 * rewind.mean,
-                            100.0 * reset.mean,
-                            if rewind.mean > reset.mean { "beats resetting" } else { "does not beat resetting" },
-                            100.0 * (rewind.mean - reset.mean).abs()
+                            "\n{net} at the sparsest level ({last}): rewound {} vs reset {} (mean [min, max]): {verdict} (the paper: rewinding beats resetting at high sparsity).",
+                            fmt_stats(Some(rewind), 100.0),
+                            fmt_stats(Some(reset), 100.0),
                         );
                     }
                 }
