@@ -15,24 +15,18 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `cargo xtask reproduce FIG --scale smoke --only NET --store STORE --out OUT`.
+fn smoke(fig: &str, net: &str, store: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    let (store, out) = (store.to_str().unwrap(), out.to_str().unwrap());
+    xtask(&["reproduce", fig, "--scale", "smoke", "--only", net, "--store", store, "--out", out])
+}
+
 #[test]
 fn fig5_fig3_and_fig4_smoke_runs_write_figure_data_and_report() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let out5 = dir.path().join("fig5");
-    let args5 = [
-        "reproduce",
-        "fig5",
-        "--scale",
-        "smoke",
-        "--only",
-        "resnet18-standard",
-        "--store",
-        store.to_str().unwrap(),
-        "--out",
-        out5.to_str().unwrap(),
-    ];
-    let o = xtask(&args5);
+    let o = smoke("fig5", "resnet18-standard", &store, &out5);
     assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
     for f in ["figure.svg", "figure.png", "data.csv", "data.json", "report.md"] {
         assert!(out5.join(f).is_file(), "{f} missing");
@@ -50,24 +44,13 @@ fn fig5_fig3_and_fig4_smoke_runs_write_figure_data_and_report() {
     assert!(std::fs::read_to_string(out5.join("figure.svg")).unwrap().contains("SMOKE RUN"));
 
     // Everything is in the store now: a second run trains nothing.
-    let o = xtask(&args5);
+    let o = smoke("fig5", "resnet18-standard", &store, &out5);
     assert!(o.status.success());
     assert!(text(&o.stdout).contains("\n0 iterations to train"), "{}", text(&o.stdout));
     assert!(!text(&o.stdout).contains("training iterations"), "{}", text(&o.stdout));
 
     let out3 = dir.path().join("fig3");
-    let o = xtask(&[
-        "reproduce",
-        "fig3",
-        "--scale",
-        "smoke",
-        "--only",
-        "lenet",
-        "--store",
-        store.to_str().unwrap(),
-        "--out",
-        out3.to_str().unwrap(),
-    ]);
+    let o = smoke("fig3", "lenet", &store, &out3);
     assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
     let csv = std::fs::read_to_string(out3.join("data.csv")).unwrap();
     for metric in ["data-order-l2", "data-order-angle", "pruning-l2", "accuracy-mean"] {
@@ -83,18 +66,7 @@ fn fig5_fig3_and_fig4_smoke_runs_write_figure_data_and_report() {
 
     // Figure 4: stability and accuracy at each rewind point; k = 0 comes from fig3's runs.
     let out4 = dir.path().join("fig4");
-    let o = xtask(&[
-        "reproduce",
-        "fig4",
-        "--scale",
-        "smoke",
-        "--only",
-        "lenet",
-        "--store",
-        store.to_str().unwrap(),
-        "--out",
-        out4.to_str().unwrap(),
-    ]);
+    let o = smoke("fig4", "lenet", &store, &out4);
     assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
     for f in ["figure.svg", "figure.png", "data.csv", "data.json", "report.md"] {
         assert!(out4.join(f).is_file(), "fig4: {f} missing");
