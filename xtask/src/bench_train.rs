@@ -67,7 +67,7 @@ fn nets() -> Vec<Net> {
 }
 
 /// Deterministic values in [-1, 1).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = lt_data::Rng::new(seed);
     (0..n).map(|_| rng.unit() as f32 * 2.0 - 1.0).collect()
 }

@@ -1,11 +1,18 @@
 //! 2-D convolution (NCHW input, KCRS weight, square stride and zero padding, no dilation or groups).
 //!
-//! Per image n, with `col` the (C·R·S) × (P·Q) im2col matrix of the input:
-//! - forward: `y_n = W · col_n` (K × PQ);
-//! - backward-data: `dcol_n = Wᵀ · dy_n`, scattered back (col2im) into `dx_n`;
-//! - backward-weight: `dW = Σ_n dy_n · col_nᵀ`, each thread summing its share of the batch.
+//! With `col` the (C·R·S) × (P·Q) im2col matrix of an image, and images taken a group at a time
+//! (enough of them that a GEMM has [`MIN_COLUMNS`] columns: one 32x32 image, 32 VGG-19 2x2 ones)
+//! so that small late layers still make one well-shaped GEMM:
+//! - forward: `y = W · col` (K × images·P·Q), copied into each image's K × P·Q block;
+//! - backward-data: for stride 1, the forward convolution of `dy` with the weights transposed
+//!   and rotated (inner dimension K·R·S, no scatter); otherwise `dcol = Wᵀ · dy`, scattered back
+//!   (col2im) into `dx`;
+//! - backward-weight: `dW = Σ dy · colᵀ`, each thread summing its share of the batch.
 //!
-//! 1×1 convolutions with stride 1 and no padding skip im2col: `col_n` is the input image itself.
+//! Layers with few output channels (ResNet-20's 16 and 32) have their products computed
+//! transposed, which the `gemm` crate's micro-kernels run 2-3x faster (see [`Order`]).
+//! 1×1 convolutions with stride 1 and no padding skip im2col for a single image: `col` is the
+//! image itself.
 
 use std::mem::MaybeUninit;
 
@@ -82,14 +89,45 @@ impl Geometry {
         (lo, hi)
     }
 
-    /// im2col of one image into `col` ((C·R·S) × (P·Q), row-major).
-    fn im2col(&self, x: &[f32], col: &mut [f32]) {
+    /// Images per GEMM: enough that one GEMM has at least [`MIN_COLUMNS`] output columns (the
+    /// 2x2 and 4x4 layers of VGG-19 have 4 and 16 per image, far too few to amortize packing the
+    /// weights), at most the thread's share of the batch.
+    fn group(&self, chunk: usize) -> usize {
+        min_columns().div_ceil(self.pq()).clamp(1, chunk.max(1))
+    }
+
+    /// Backward-data as a forward convolution: for stride 1, `dx` is the convolution of `dy` with
+    /// the weights transposed (K ↔ C) and rotated by 180°, padded by `r − 1 − pad`. Its GEMM has
+    /// an inner dimension of K·R·S instead of K and needs no col2im scatter.
+    fn as_backward_data(&self) -> Option<Geometry> {
+        (self.stride == 1 && self.r == self.s && self.pad < self.r && !self.direct()).then(|| Geometry {
+            n: self.n,
+            c: self.k,
+            h: self.p,
+            w: self.q,
+            k: self.c,
+            r: self.r,
+            s: self.s,
+            p: self.h,
+            q: self.w,
+            stride: 1,
+            pad: self.r - 1 - self.pad,
+        })
+    }
+
+    /// im2col of one image into the columns of `col` that start at its first element: row `i`
+    /// of the (C·R·S) × (P·Q) matrix lands at `col[i * ld..][..P·Q]`.
+    fn im2col(&self, x: &[f32], col: &mut [f32], ld: usize) {
         let (pq, q) = (self.pq(), self.q);
         for c in 0..self.c {
             let plane = &x[c * self.h * self.w..(c + 1) * self.h * self.w];
             for r in 0..self.r {
                 for s in 0..self.s {
-                    let row = &mut col[((c * self.r + r) * self.s + s) * pq..][..pq];
+                    let row = &mut col[((c * self.r + r) * self.s + s) * ld..][..pq];
+                    if self.stride == 1 && q == self.w {
+                        self.shifted_plane(plane, r, s, row);
+                        continue;
+                    }
                     for oh in 0..self.p {
                         let ih = (oh * self.stride + r) as isize - self.pad as isize;
                         let out = &mut row[oh * q..(oh + 1) * q];
@@ -117,14 +155,48 @@ impl Geometry {
         }
     }
 
-    /// col2im: adds `col` ((C·R·S) × (P·Q)) into one image `dx`.
-    fn col2im(&self, col: &[f32], dx: &mut [f32]) {
+    /// One im2col row for stride 1 when output and input lines have the same length (3x3 with
+    /// padding 1, ...): the row is the plane shifted by `(r − pad)·W + (s − pad)` elements, so the
+    /// valid output lines are one contiguous copy; then the columns that fell off the left or
+    /// right edge (and wrapped onto the neighbouring line) are zeroed.
+    fn shifted_plane(&self, plane: &[f32], r: usize, s: usize, out: &mut [f32]) {
+        let q = self.q;
+        let first = self.pad.saturating_sub(r).min(self.p);
+        let last = (self.h + self.pad).saturating_sub(r).min(self.p).max(first);
+        let (lo, hi) = self.valid(s);
+        out[..first * q].fill(0.0);
+        out[last * q..].fill(0.0);
+        if first == last || lo == hi {
+            out[first * q..last * q].fill(0.0);
+            return;
+        }
+        let (a, b) = (first * q + lo, (last - 1) * q + hi);
+        let src = (first + r - self.pad) * self.w + lo + s - self.pad;
+        out[a..b].copy_from_slice(&plane[src..src + (b - a)]);
+        for line in out[first * q..last * q].chunks_exact_mut(q) {
+            // Usually one element each side: a store, not a call to memset.
+            match lo {
+                0 => {}
+                1 => line[0] = 0.0,
+                _ => line[..lo].fill(0.0),
+            }
+            match q - hi {
+                0 => {}
+                1 => line[q - 1] = 0.0,
+                _ => line[hi..].fill(0.0),
+            }
+        }
+    }
+
+    /// col2im: adds the columns of `col` that start at its first element (laid out as in
+    /// [`Geometry::im2col`], row stride `ld`) into one image `dx`.
+    fn col2im(&self, col: &[f32], ld: usize, dx: &mut [f32]) {
         let (pq, q) = (self.pq(), self.q);
         for c in 0..self.c {
             let plane = &mut dx[c * self.h * self.w..(c + 1) * self.h * self.w];
             for r in 0..self.r {
                 for s in 0..self.s {
-                    let row = &col[((c * self.r + r) * self.s + s) * pq..][..pq];
+                    let row = &col[((c * self.r + r) * self.s + s) * ld..][..pq];
                     for oh in 0..self.p {
                         let ih = (oh * self.stride + r) as isize - self.pad as isize;
                         if ih < 0 || ih >= self.h as isize {
@@ -149,7 +221,117 @@ impl Geometry {
             }
         }
     }
+
+    /// The output gradients of a group of images side by side: `out` becomes the
+    /// K × (images · P·Q) matrix whose columns `i·P·Q..` are image i's `dy`.
+    fn gather_outputs(&self, dys: &[f32], out: &mut Vec<f32>) {
+        let (pq, kpq) = (self.pq(), self.k * self.pq());
+        let cols = dys.len() / kpq * pq;
+        out.resize(self.k * cols, 0.0);
+        for (i, dy) in dys.chunks(kpq).enumerate() {
+            for k in 0..self.k {
+                out[k * cols + i * pq..][..pq].copy_from_slice(&dy[k * pq..(k + 1) * pq]);
+            }
+        }
+    }
+
+    /// The weights of [`Geometry::as_backward_data`]: `(C, K, R, S)` with `wt[c][k][r][s] = w[k][c][R−1−r][S−1−s]`.
+    fn flipped(&self, w: &[f32]) -> Vec<f32> {
+        let rs = self.r * self.s;
+        let mut out = vec![0f32; w.len()];
+        for k in 0..self.k {
+            for c in 0..self.c {
+                let src = &w[(k * self.c + c) * rs..][..rs];
+                let dst = &mut out[(c * self.k + k) * rs..][..rs];
+                for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *v;
+                }
+            }
+        }
+        out
+    }
+
+    /// `y = conv(x, w)` for the whole batch: each thread takes its share of the images, im2cols
+    /// them a group at a time and multiplies by the weights once per group.
+    fn forward(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let (crs, pq, kpq) = (self.crs(), self.pq(), self.k * self.pq());
+        let chunk = images_per_chunk(self.n);
+        let group = self.group(chunk);
+        // SAFETY: every image's K × P·Q block is written whole, by `matmul_into` or by the copy
+        // out of the group's product.
+        unsafe {
+            written(self.n * kpq, |y| {
+                y.par_chunks_mut(chunk * kpq).zip(x.par_chunks(chunk * self.image())).for_each(|(ys, xs)| {
+                    let wv = row_major(w, crs);
+                    let (mut col, mut out) = (Vec::new(), Vec::new());
+                    for (yg, xg) in ys.chunks_mut(group * kpq).zip(xs.chunks(group * self.image())) {
+                        let images = xg.len() / self.image();
+                        let narrow = self.k <= NARROW_OUTPUT;
+                        if images == 1 && self.direct() && !narrow {
+                            matmul_into(yg, self.k, pq, crs, wv, row_major(xg, pq));
+                            continue;
+                        }
+                        let cols = images * pq;
+                        let b = if images == 1 && self.direct() {
+                            row_major(xg, pq)
+                        } else {
+                            col.resize(crs * cols, 0.0);
+                            for (i, xn) in xg.chunks(self.image()).enumerate() {
+                                self.im2col(xn, &mut col[i * pq..], cols);
+                            }
+                            row_major(&col, cols)
+                        };
+                        if images == 1 && !narrow {
+                            matmul_into(yg, self.k, pq, crs, wv, b);
+                            continue;
+                        }
+                        let order = if narrow { Order::ColumnMajor } else { Order::RowMajor };
+                        out.resize(self.k * cols, 0.0);
+                        matmul(&mut out, order, self.k, cols, crs, wv, b, false);
+                        for (i, yn) in yg.chunks_mut(kpq).enumerate() {
+                            match order {
+                                Order::RowMajor => {
+                                    for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
+                                        for (d, v) in dst.iter_mut().zip(&out[k * cols + i * pq..][..pq]) {
+                                            d.write(*v);
+                                        }
+                                    }
+                                }
+                                Order::ColumnMajor => {
+                                    // Sequential writes, strided reads (the product is in cache).
+                                    let src = &out[i * pq * self.k..][..pq * self.k];
+                                    for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
+                                        for (d, v) in dst.iter_mut().zip(src[k..].iter().step_by(self.k)) {
+                                            d.write(*v);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+        }
+    }
 }
+
+/// Layers with at most this many output channels compute their output transposed (see
+/// [`Order::ColumnMajor`]) and copy it into place.
+const NARROW_OUTPUT: usize = 32;
+
+/// Layers with at most this many output channels accumulate their weight gradient transposed.
+const NARROW_WEIGHT_GRADIENT: usize = 256;
+
+/// The fewest output columns one GEMM should have; `LT_CONV_COLUMNS` overrides it for tuning.
+fn min_columns() -> usize {
+    static COLUMNS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COLUMNS.get_or_init(|| {
+        std::env::var("LT_CONV_COLUMNS").ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(MIN_COLUMNS)
+    })
+}
+
+/// See [`Geometry::group`].
+const MIN_COLUMNS: usize = 512;
 
 /// A row-major matrix view for [`matmul`]: pointer, row stride, column stride.
 #[derive(Clone, Copy)]
@@ -159,11 +341,21 @@ struct View {
     cs: isize,
 }
 
-/// `dst (m × n, row-major) = [dst +] a (m × k) · b (k × n)`, single-threaded.
-fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, a: View, b: View, accumulate: bool) {
+/// How [`matmul`] lays out its m × n result.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    RowMajor,
+    /// The transpose stored row-major: element (i, j) at `j·m + i`. The `gemm` crate's
+    /// micro-kernels run 2-3x faster on it when m is small (16-64 rows: ResNet-20's layers).
+    ColumnMajor,
+}
+
+/// `dst (m × n) = [dst +] a (m × k) · b (k × n)`, single-threaded.
+#[allow(clippy::too_many_arguments, reason = "a GEMM's sizes, operands and modes")]
+fn matmul(dst: &mut [f32], order: Order, m: usize, n: usize, k: usize, a: View, b: View, accumulate: bool) {
     assert!(dst.len() >= m * n);
     // SAFETY: `dst` holds the m × n values; `a` and `b` are the callers' views of live slices.
-    unsafe { gemm_raw(dst.as_mut_ptr(), m, n, k, a, b, accumulate) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), order, m, n, k, a, b, accumulate) }
 }
 
 /// `dst (m × n, row-major) = a (m × k) · b (k × n)` into memory not yet written: `gemm` with
@@ -171,13 +363,18 @@ fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, a: View, b: View, accum
 fn matmul_into(dst: &mut [MaybeUninit<f32>], m: usize, n: usize, k: usize, a: View, b: View) {
     assert!(dst.len() >= m * n);
     // SAFETY: as in `matmul`; with `accumulate = false` gemm never reads `dst`.
-    unsafe { gemm_raw(dst.as_mut_ptr().cast(), m, n, k, a, b, false) }
+    unsafe { gemm_raw(dst.as_mut_ptr().cast(), Order::RowMajor, m, n, k, a, b, false) }
 }
 
 /// # Safety
-/// `dst` must be valid for writes (and, with `accumulate`, reads) of m × n values with row stride
-/// n; `a` and `b` must point to live m × k and k × n matrices at their strides.
-unsafe fn gemm_raw(dst: *mut f32, m: usize, n: usize, k: usize, a: View, b: View, accumulate: bool) {
+/// `dst` must be valid for writes (and, with `accumulate`, reads) of m × n values in `order`;
+/// `a` and `b` must point to live m × k and k × n matrices at their strides.
+#[allow(clippy::too_many_arguments, reason = "a GEMM's sizes, operands and modes")]
+unsafe fn gemm_raw(dst: *mut f32, order: Order, m: usize, n: usize, k: usize, a: View, b: View, accumulate: bool) {
+    let (dst_rs, dst_cs) = match order {
+        Order::RowMajor => (n as isize, 1),
+        Order::ColumnMajor => (1, m as isize),
+    };
     // SAFETY: the caller's contract (above) is what gemm requires.
     unsafe {
         gemm::gemm(
@@ -185,8 +382,8 @@ unsafe fn gemm_raw(dst: *mut f32, m: usize, n: usize, k: usize, a: View, b: View
             n,
             k,
             dst,
-            1,
-            n as isize,
+            dst_cs,
+            dst_rs,
             accumulate,
             a.ptr,
             a.cs,
@@ -230,34 +427,16 @@ impl CustomOp2 for Conv {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
-        let (x, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let (crs, pq) = (g.crs(), g.pq());
-        let chunk = images_per_chunk(g.n);
-        // SAFETY: the images' (K × P·Q) blocks cover the output and `matmul_into` writes each whole.
-        let y = unsafe {
-            written(g.n * g.k * pq, |y| {
-                y.par_chunks_mut(chunk * g.k * pq).zip(x.par_chunks(chunk * g.image())).for_each(|(ys, xs)| {
-                    let mut col = if g.direct() { Vec::new() } else { vec![0f32; crs * pq] };
-                    for (yn, xn) in ys.chunks_mut(g.k * pq).zip(xs.chunks(g.image())) {
-                        let b = if g.direct() {
-                            row_major(xn, pq)
-                        } else {
-                            g.im2col(xn, &mut col);
-                            row_major(&col, pq)
-                        };
-                        matmul_into(yn, g.k, pq, crs, row_major(w, crs), b);
-                    }
-                })
-            })
-        };
+        let y = g.forward(contiguous(s1, l1)?, contiguous(s2, l2)?);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.k, g.p, g.q))))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(w, &BackwardData { geom: self.geom })?;
-        let dw = x.apply_op2_no_bwd(&dy, &BackwardWeight { geom: self.geom })?;
-        Ok((Some(dx), Some(dw)))
+        // The network's input (the first layer's x) needs no gradient.
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &BackwardData { geom: self.geom })?) } else { None };
+        let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&dy, &BackwardWeight { geom: self.geom })?) } else { None };
+        Ok((dx, dw))
     }
 }
 
@@ -274,22 +453,38 @@ impl CustomOp2 for BackwardData {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
         let (dy, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let (crs, pq) = (g.crs(), g.pq());
+        let shape = Shape::from((g.n, g.c, g.h, g.w));
+        if let Some(t) = g.as_backward_data() {
+            return Ok((CpuStorage::F32(t.forward(dy, &g.flipped(w))), shape));
+        }
+        let (crs, pq, kpq) = (g.crs(), g.pq(), g.k * g.pq());
         let mut dx = vec![0f32; g.n * g.image()];
         let chunk = images_per_chunk(g.n);
-        dx.par_chunks_mut(chunk * g.image()).zip(dy.par_chunks(chunk * g.k * pq)).for_each(|(dxs, dys)| {
-            let mut col = if g.direct() { Vec::new() } else { vec![0f32; crs * pq] };
-            for (dxn, dyn_) in dxs.chunks_mut(g.image()).zip(dys.chunks(g.k * pq)) {
-                let wt = transposed(w, g.k, crs);
-                if g.direct() {
-                    matmul(dxn, crs, pq, g.k, wt, row_major(dyn_, pq), false);
+        let group = g.group(chunk);
+        dx.par_chunks_mut(chunk * g.image()).zip(dy.par_chunks(chunk * kpq)).for_each(|(dxs, dys)| {
+            let wt = transposed(w, g.k, crs);
+            let (mut col, mut gathered) = (Vec::new(), Vec::new());
+            for (dxg, dyg) in dxs.chunks_mut(group * g.image()).zip(dys.chunks(group * kpq)) {
+                let images = dyg.len() / kpq;
+                let cols = images * pq;
+                let b = if images == 1 {
+                    row_major(dyg, pq)
                 } else {
-                    matmul(&mut col, crs, pq, g.k, wt, row_major(dyn_, pq), false);
-                    g.col2im(&col, dxn);
+                    g.gather_outputs(dyg, &mut gathered);
+                    row_major(&gathered, cols)
+                };
+                if images == 1 && g.direct() {
+                    matmul(dxg, Order::RowMajor, crs, pq, g.k, wt, b, false);
+                    continue;
+                }
+                col.resize(crs * cols, 0.0);
+                matmul(&mut col, Order::RowMajor, crs, cols, g.k, wt, b, false);
+                for (i, dxn) in dxg.chunks_mut(g.image()).enumerate() {
+                    g.col2im(&col[i * pq..], cols, dxn);
                 }
             }
         });
-        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
+        Ok((CpuStorage::F32(dx), shape))
     }
 }
 
@@ -306,29 +501,51 @@ impl CustomOp2 for BackwardWeight {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
         let (x, dy) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let (crs, pq) = (g.crs(), g.pq());
+        let (crs, pq, kpq) = (g.crs(), g.pq(), g.k * g.pq());
         let chunk = images_per_chunk(g.n);
+        let group = g.group(chunk);
+        let order = if g.k <= NARROW_WEIGHT_GRADIENT { Order::ColumnMajor } else { Order::RowMajor };
         let partials: Vec<Vec<f32>> = x
             .par_chunks(chunk * g.image())
-            .zip(dy.par_chunks(chunk * g.k * pq))
+            .zip(dy.par_chunks(chunk * kpq))
             .map(|(xs, dys)| {
                 let mut dw = vec![0f32; g.k * crs];
-                let mut col = if g.direct() { Vec::new() } else { vec![0f32; crs * pq] };
-                for (i, (xn, dyn_)) in xs.chunks(g.image()).zip(dys.chunks(g.k * pq)).enumerate() {
-                    let colt = if g.direct() {
-                        transposed(xn, crs, pq)
+                let (mut col, mut gathered) = (Vec::new(), Vec::new());
+                for (i, (xg, dyg)) in xs.chunks(group * g.image()).zip(dys.chunks(group * kpq)).enumerate() {
+                    let images = dyg.len() / kpq;
+                    let cols = images * pq;
+                    let a = if images == 1 {
+                        row_major(dyg, pq)
                     } else {
-                        g.im2col(xn, &mut col);
-                        transposed(&col, crs, pq)
+                        g.gather_outputs(dyg, &mut gathered);
+                        row_major(&gathered, cols)
                     };
-                    matmul(&mut dw, g.k, crs, pq, row_major(dyn_, pq), colt, i > 0);
+                    let colt = if images == 1 && g.direct() {
+                        transposed(xg, crs, pq)
+                    } else {
+                        col.resize(crs * cols, 0.0);
+                        for (j, xn) in xg.chunks(g.image()).enumerate() {
+                            g.im2col(xn, &mut col[j * pq..], cols);
+                        }
+                        transposed(&col, crs, cols)
+                    };
+                    matmul(&mut dw, order, g.k, crs, cols, a, colt, i > 0);
                 }
                 dw
             })
             .collect();
         let mut dw = vec![0f32; g.k * crs];
         for p in &partials {
-            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            match order {
+                Order::RowMajor => dw.iter_mut().zip(p).for_each(|(a, b)| *a += b),
+                Order::ColumnMajor => {
+                    for (j, row) in p.chunks(g.k).enumerate() {
+                        for (k, v) in row.iter().enumerate() {
+                            dw[k * crs + j] += v;
+                        }
+                    }
+                }
+            }
         }
         Ok((CpuStorage::F32(dw), Shape::from((g.k, g.c, g.r, g.s))))
     }
@@ -419,6 +636,16 @@ mod tests {
         check(3, 16, 32, 32, 32, 1, 2, 0, 3);
         check(2, 8, 8, 8, 4, 1, 1, 0, 4);
         check(1, 3, 7, 5, 2, 3, 1, 0, 5);
+    }
+
+    /// Wide layers take the row-major GEMM paths (output above [`NARROW_OUTPUT`] channels, weight
+    /// gradient above [`NARROW_WEIGHT_GRADIENT`]); small images are grouped several to a GEMM.
+    #[test]
+    fn wide_layers_match_candle() {
+        check(3, 5, 6, 6, NARROW_OUTPUT + 8, 3, 1, 1, 6);
+        check(3, 5, 6, 6, NARROW_OUTPUT + 8, 3, 2, 1, 7);
+        check(5, 3, 2, 2, NARROW_WEIGHT_GRADIENT + 4, 3, 1, 1, 8);
+        check(4, 3, 5, 5, NARROW_WEIGHT_GRADIENT + 4, 1, 2, 0, 9);
     }
 
     #[test]
