@@ -55,6 +55,33 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, rel
     Ok(BatchNormOutput { y, mean, var, count })
 }
 
+/// `y = x · scale[c] + shift[c]` per channel of `x` (N, C, H, W), then ReLU when `relu`, in one
+/// pass: evaluation-mode batch normalization with its running statistics folded into `scale` and
+/// `shift`. Returns `None` where the fast path does not apply (a tensor that tracks gradients,
+/// another device or dtype), so that the caller composes candle's ops instead.
+pub fn channel_affine(x: &Tensor, scale: &[f32], shift: &[f32], relu: bool) -> Result<Option<Tensor>> {
+    let (_, c, h, w) = x.dims4()?;
+    if scale.len() != c || shift.len() != c {
+        candle_core::bail!("channel affine: {c} channels, {} scales, {} shifts", scale.len(), shift.len())
+    }
+    if x.track_op() || !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let hw = h * w;
+    let y = with_slice(&x, |xv| {
+        // SAFETY: the planes of `hw` values cover the output, and `scale_shift` writes each whole.
+        Ok(unsafe {
+            written(xv.len(), |y| {
+                y.par_chunks_mut(hw.max(1)).zip(xv.par_chunks(hw.max(1))).enumerate().for_each(|(plane, (out, xs))| {
+                    scale_shift(out, xs, scale[plane % c], shift[plane % c], relu);
+                })
+            })
+        })
+    })?;
+    Ok(Some(Tensor::from_vec(y, x.shape(), x.device())?))
+}
+
 /// The same with candle's ops, for other devices and dtypes.
 fn composed(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Result<BatchNormOutput> {
     let (n, c, h, w) = x.dims4()?;
@@ -235,6 +262,29 @@ mod tests {
 
     use super::*;
     use crate::testing::{max_diff, rand};
+
+    #[test]
+    fn channel_affine_matches_broadcast_ops_and_leaves_tracked_tensors_to_candle() {
+        for (shape, relu) in [([3, 4, 5, 5], false), ([2, 3, 1, 7], true)] {
+            let x = rand(&shape, 7);
+            let scale: Vec<f32> = (0..shape[1]).map(|i| 0.5 + i as f32).collect();
+            let shift: Vec<f32> = (0..shape[1]).map(|i| i as f32 * 0.3 - 0.4).collect();
+            let ours = channel_affine(&x, &scale, &shift, relu).unwrap().unwrap();
+            let (s, t) = (
+                Tensor::new(scale.as_slice(), &Device::Cpu).unwrap().reshape((1, shape[1], 1, 1)).unwrap(),
+                Tensor::new(shift.as_slice(), &Device::Cpu).unwrap().reshape((1, shape[1], 1, 1)).unwrap(),
+            );
+            let mut reference = x.broadcast_mul(&s).unwrap().broadcast_add(&t).unwrap();
+            if relu {
+                reference = reference.relu().unwrap();
+            }
+            assert!(max_diff(&ours, &reference) <= 1e-6, "{shape:?}");
+        }
+        let tracked = Var::from_tensor(&rand(&[1, 2, 2, 2], 8)).unwrap();
+        assert!(channel_affine(tracked.as_tensor(), &[1.0, 1.0], &[0.0, 0.0], false).unwrap().is_none());
+        let e = channel_affine(&rand(&[1, 2, 2, 2], 9), &[1.0], &[0.0, 0.0], false).unwrap_err().to_string();
+        assert!(e.contains("2 channels, 1 scales"), "{e}");
+    }
 
     #[test]
     fn forward_statistics_and_gradients_match_the_composed_version() {

@@ -16,11 +16,11 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::simd::{add_into, written};
-use crate::slices::contiguous;
+use crate::simd::{add_into, add_scalar, sum, written};
+use crate::slices::{contiguous, with_slice};
 
 /// The convolution of `x` (N, C, H, W) with `w` (K, C, R, S): stride `stride`, zero padding
 /// `padding` on every side; differentiable in both arguments.
@@ -30,6 +30,20 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     }
     let geom = Geometry::new(x.dims(), w.dims(), stride, padding)?;
     x.contiguous()?.apply_op2(&w.contiguous()?, Conv { geom })
+}
+
+/// [`conv2d`] plus a per-channel bias `b` (K), added as the output is written and differentiated
+/// in the same backward pass: no separate broadcast-add, no output-sized temporary.
+pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 || b.dtype() != DType::F32 {
+        let y = x.conv2d(w, padding, stride, 1, 1)?;
+        return y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?);
+    }
+    let geom = Geometry::new(x.dims(), w.dims(), stride, padding)?;
+    if b.dims() != [geom.k] {
+        candle_core::bail!("conv2d: bias of shape {:?} for {} output channels", b.dims(), geom.k)
+    }
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv { geom })
 }
 
 /// Sizes of one convolution.
@@ -253,65 +267,76 @@ impl Geometry {
 
     /// `y = conv(x, w)` for the whole batch: each thread takes its share of the images, im2cols
     /// them a group at a time and multiplies by the weights once per group.
-    fn forward(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+    fn forward(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         let (crs, pq, kpq) = (self.crs(), self.pq(), self.k * self.pq());
         let chunk = images_per_chunk(self.n);
         let group = self.group(chunk);
-        // SAFETY: every image's K × P·Q block is written whole, by `matmul_into` or by the copy
-        // out of the group's product.
-        unsafe {
-            written(self.n * kpq, |y| {
-                y.par_chunks_mut(chunk * kpq).zip(x.par_chunks(chunk * self.image())).for_each(|(ys, xs)| {
-                    let wv = row_major(w, crs);
-                    let (mut col, mut out) = (Vec::new(), Vec::new());
-                    for (yg, xg) in ys.chunks_mut(group * kpq).zip(xs.chunks(group * self.image())) {
-                        let images = xg.len() / self.image();
-                        let narrow = self.k <= NARROW_OUTPUT;
-                        if images == 1 && self.direct() && !narrow {
-                            matmul_into(yg, self.k, pq, crs, wv, row_major(xg, pq));
-                            continue;
+        let fill = |y: &mut [MaybeUninit<f32>]| {
+            y.par_chunks_mut(chunk * kpq).zip(x.par_chunks(chunk * self.image())).for_each(|(ys, xs)| {
+                let wv = row_major(w, crs);
+                let (mut col, mut out) = (Vec::new(), Vec::new());
+                for (yg, xg) in ys.chunks_mut(group * kpq).zip(xs.chunks(group * self.image())) {
+                    let images = xg.len() / self.image();
+                    let narrow = self.k <= NARROW_OUTPUT;
+                    if images == 1 && self.direct() && !narrow {
+                        matmul_into(yg, self.k, pq, crs, wv, row_major(xg, pq));
+                        if let Some(bias) = bias {
+                            // SAFETY: `matmul_into` wrote the whole block.
+                            add_bias(unsafe { assume_written(yg) }, bias, pq);
                         }
-                        let cols = images * pq;
-                        let b = if images == 1 && self.direct() {
-                            row_major(xg, pq)
-                        } else {
-                            col.resize(crs * cols, 0.0);
-                            for (i, xn) in xg.chunks(self.image()).enumerate() {
-                                self.im2col(xn, &mut col[i * pq..], cols);
-                            }
-                            row_major(&col, cols)
-                        };
-                        if images == 1 && !narrow {
-                            matmul_into(yg, self.k, pq, crs, wv, b);
-                            continue;
+                        continue;
+                    }
+                    let cols = images * pq;
+                    let b = if images == 1 && self.direct() {
+                        row_major(xg, pq)
+                    } else {
+                        col.resize(crs * cols, 0.0);
+                        for (i, xn) in xg.chunks(self.image()).enumerate() {
+                            self.im2col(xn, &mut col[i * pq..], cols);
                         }
-                        let order = if narrow { Order::ColumnMajor } else { Order::RowMajor };
-                        out.resize(self.k * cols, 0.0);
-                        matmul(&mut out, order, self.k, cols, crs, wv, b, false);
-                        for (i, yn) in yg.chunks_mut(kpq).enumerate() {
-                            match order {
-                                Order::RowMajor => {
-                                    for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
-                                        for (d, v) in dst.iter_mut().zip(&out[k * cols + i * pq..][..pq]) {
-                                            d.write(*v);
-                                        }
+                        row_major(&col, cols)
+                    };
+                    if images == 1 && !narrow {
+                        matmul_into(yg, self.k, pq, crs, wv, b);
+                        if let Some(bias) = bias {
+                            // SAFETY: `matmul_into` wrote the whole block.
+                            add_bias(unsafe { assume_written(yg) }, bias, pq);
+                        }
+                        continue;
+                    }
+                    let order = if narrow { Order::ColumnMajor } else { Order::RowMajor };
+                    out.resize(self.k * cols, 0.0);
+                    matmul(&mut out, order, self.k, cols, crs, wv, b, false);
+                    for (i, yn) in yg.chunks_mut(kpq).enumerate() {
+                        match order {
+                            Order::RowMajor => {
+                                for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
+                                    for (d, v) in dst.iter_mut().zip(&out[k * cols + i * pq..][..pq]) {
+                                        d.write(*v);
                                     }
                                 }
-                                Order::ColumnMajor => {
-                                    // Sequential writes, strided reads (the product is in cache).
-                                    let src = &out[i * pq * self.k..][..pq * self.k];
-                                    for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
-                                        for (d, v) in dst.iter_mut().zip(src[k..].iter().step_by(self.k)) {
-                                            d.write(*v);
-                                        }
+                            }
+                            Order::ColumnMajor => {
+                                // Sequential writes, strided reads (the product is in cache).
+                                let src = &out[i * pq * self.k..][..pq * self.k];
+                                for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
+                                    for (d, v) in dst.iter_mut().zip(src[k..].iter().step_by(self.k)) {
+                                        d.write(*v);
                                     }
                                 }
                             }
                         }
                     }
-                })
+                    if let Some(bias) = bias {
+                        // SAFETY: every element of the group's output was written above.
+                        add_bias(unsafe { assume_written(yg) }, bias, pq);
+                    }
+                }
             })
-        }
+        };
+        // SAFETY: every image's K × P·Q block is written whole, by `matmul_into` or by the copy
+        // out of the group's product.
+        unsafe { written(self.n * kpq, fill) }
     }
 }
 
@@ -321,6 +346,20 @@ const NARROW_OUTPUT: usize = 32;
 
 /// Layers with at most this many output channels accumulate their weight gradient transposed.
 const NARROW_WEIGHT_GRADIENT: usize = 256;
+
+/// Adds `bias[k]` to channel k of every image in `y` (images × K × `pq`).
+fn add_bias(y: &mut [f32], bias: &[f32], pq: usize) {
+    for (plane, b) in y.chunks_exact_mut(pq).zip(bias.iter().cycle()) {
+        add_scalar(plane, *b);
+    }
+}
+
+/// # Safety
+/// Every element of `y` must have been written.
+unsafe fn assume_written(y: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the caller guarantees initialization.
+    unsafe { &mut *(std::ptr::from_mut(y) as *mut [f32]) }
+}
 
 /// The fewest output columns one GEMM should have; `LT_CONV_COLUMNS` overrides it for tuning.
 fn min_columns() -> usize {
@@ -427,7 +466,7 @@ impl CustomOp2 for Conv {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
-        let y = g.forward(contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let y = g.forward(contiguous(s1, l1)?, contiguous(s2, l2)?, None);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.k, g.p, g.q))))
     }
 
@@ -437,6 +476,54 @@ impl CustomOp2 for Conv {
         let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &BackwardData { geom: self.geom })?) } else { None };
         let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&dy, &BackwardWeight { geom: self.geom })?) } else { None };
         Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "lt-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom;
+        let y = g.forward(contiguous(s1, l1)?, contiguous(s2, l2)?, Some(contiguous(s3, l3)?));
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.k, g.p, g.q))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = CustomOp2::bwd(self, x, w, res, dy)?;
+        let db = if b.track_op() {
+            let dy = dy.contiguous()?;
+            let pq = self.geom.pq();
+            let sums = with_slice(&dy, |dy| {
+                Ok((0..self.geom.k)
+                    .into_par_iter()
+                    .map(|k| {
+                        let planes = dy.chunks_exact(pq).skip(k).step_by(self.geom.k);
+                        planes.map(|p| f64::from(sum(p))).sum::<f64>() as f32
+                    })
+                    .collect::<Vec<f32>>())
+            })?;
+            Some(Tensor::from_vec(sums, self.geom.k, dy.device())?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
     }
 }
 
@@ -455,7 +542,7 @@ impl CustomOp2 for BackwardData {
         let (dy, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let shape = Shape::from((g.n, g.c, g.h, g.w));
         if let Some(t) = g.as_backward_data() {
-            return Ok((CpuStorage::F32(t.forward(dy, &g.flipped(w))), shape));
+            return Ok((CpuStorage::F32(t.forward(dy, &g.flipped(w), None)), shape));
         }
         let (crs, pq, kpq) = (g.crs(), g.pq(), g.k * g.pq());
         let mut dx = vec![0f32; g.n * g.image()];
@@ -646,6 +733,43 @@ mod tests {
         check(3, 5, 6, 6, NARROW_OUTPUT + 8, 3, 2, 1, 7);
         check(5, 3, 2, 2, NARROW_WEIGHT_GRADIENT + 4, 3, 1, 1, 8);
         check(4, 3, 5, 5, NARROW_WEIGHT_GRADIENT + 4, 1, 2, 0, 9);
+    }
+
+    /// The fused bias: forward and all three gradients against candle's conv2d + broadcast_add.
+    #[test]
+    fn bias_matches_a_separate_broadcast_add() {
+        for (i, &(n, c, h, k, r, stride, pad)) in
+            [(3, 4, 6, 5, 3, 1, 1), (2, 3, 5, NARROW_OUTPUT + 3, 3, 2, 1), (4, 2, 2, 6, 3, 1, 1), (2, 3, 4, 5, 1, 1, 0)]
+                .iter()
+                .enumerate()
+        {
+            let seed = 40 + 3 * i as u64;
+            let x = Var::from_tensor(&rand(&[n, c, h, h], seed)).unwrap();
+            let w = Var::from_tensor(&rand(&[k, c, r, r], seed + 1)).unwrap();
+            let b = Var::from_tensor(&rand(&[k], seed + 2)).unwrap();
+            let ours = conv2d_bias(x.as_tensor(), w.as_tensor(), b.as_tensor(), stride, pad).unwrap();
+            let reference = x
+                .as_tensor()
+                .conv2d(w.as_tensor(), pad, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.as_tensor().reshape((1, k, 1, 1)).unwrap())
+                .unwrap();
+            assert!(max_diff(&ours, &reference) <= 1e-4 * scale(&reference), "forward, case {i}");
+            let probe = rand(ours.dims(), seed + 3);
+            let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&reference * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("input", &x), ("weight", &w), ("bias", &b)] {
+                let (a, e) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                assert!(max_diff(a, e) <= 1e-4 * scale(e), "{name} gradient, case {i}");
+            }
+        }
+        let x = Tensor::zeros((1, 2, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let (w, b) = (
+            Tensor::zeros((3, 2, 3, 3), DType::F32, &Device::Cpu).unwrap(),
+            Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = conv2d_bias(&x, &w, &b, 1, 1).unwrap_err().to_string();
+        assert!(e.contains("bias of shape [4] for 3 output channels"), "{e}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod testing;
 
 pub use add_relu::add_relu;
 pub use alloc::keep_freed_buffers;
-pub use batch_norm::{BatchNormOutput, batch_norm_train};
-pub use conv::conv2d;
+pub use batch_norm::{BatchNormOutput, batch_norm_train, channel_affine};
+pub use conv::{conv2d, conv2d_bias};
 pub use max_pool::max_pool2d;
 pub use optim::{Adam, Sgd, adam_update, fused_available, sgd_update};

@@ -138,6 +138,28 @@ unsafe fn gated_sums_avx2(g: &[f32], x: &[f32], y: Option<&[f32]>) -> (f32, f32)
 }
 
 multiversion! {
+    /// `Σ x` with 8 lanes.
+    pub(crate) fn sum(x: &[f32]) -> f32 {
+        let mut s = [0f32; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            for l in 0..LANES {
+                s[l] += c[l];
+            }
+        }
+        s.iter().sum::<f32>() + rest
+    }
+}
+
+multiversion! {
+    /// `x += b` for every element.
+    pub(crate) fn add_scalar(x: &mut [f32], b: f32) {
+        x.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+multiversion! {
     /// `out = x · s + t`, then `max(·, 0)` when `relu`.
     pub(crate) fn scale_shift(out: &mut [MaybeUninit<f32>], x: &[f32], s: f32, t: f32, relu: bool) {
         debug_assert_eq!(out.len(), x.len());

@@ -47,6 +47,11 @@ impl BatchNorm {
         let c = self.weight.elem_count();
         let scale = (&self.weight / (self.running_var.as_detached_tensor() + self.eps)?.sqrt()?)?;
         let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
+        if x.dtype() == candle_core::DType::F32
+            && let Some(y) = lt_kernels::channel_affine(x, &scale.to_vec1()?, &shift.to_vec1()?, relu)?
+        {
+            return Ok(y);
+        }
         let y = x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
         if relu { y.relu() } else { Ok(y) }
     }

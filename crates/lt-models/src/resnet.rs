@@ -53,10 +53,9 @@ pub(crate) struct Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = lt_kernels::conv2d(x, &self.weight, self.stride, self.padding)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
-            None => Ok(y),
+            Some(b) => lt_kernels::conv2d_bias(x, &self.weight, b, self.stride, self.padding),
+            None => lt_kernels::conv2d(x, &self.weight, self.stride, self.padding),
         }
     }
 }
