@@ -19,6 +19,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::matmul::{Order, matmul, matmul_into, row_major, transposed};
 use crate::simd::{add_into, add_scalar, sum, written};
 use crate::slices::{contiguous, with_slice};
 
@@ -371,84 +372,6 @@ fn min_columns() -> usize {
 
 /// See [`Geometry::group`].
 const MIN_COLUMNS: usize = 512;
-
-/// A row-major matrix view for [`matmul`]: pointer, row stride, column stride.
-#[derive(Clone, Copy)]
-struct View {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
-}
-
-/// How [`matmul`] lays out its m × n result.
-#[derive(Clone, Copy, PartialEq)]
-enum Order {
-    RowMajor,
-    /// The transpose stored row-major: element (i, j) at `j·m + i`. The `gemm` crate's
-    /// micro-kernels run 2-3x faster on it when m is small (16-64 rows: ResNet-20's layers).
-    ColumnMajor,
-}
-
-/// `dst (m × n) = [dst +] a (m × k) · b (k × n)`, single-threaded.
-#[allow(clippy::too_many_arguments, reason = "a GEMM's sizes, operands and modes")]
-fn matmul(dst: &mut [f32], order: Order, m: usize, n: usize, k: usize, a: View, b: View, accumulate: bool) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: `dst` holds the m × n values; `a` and `b` are the callers' views of live slices.
-    unsafe { gemm_raw(dst.as_mut_ptr(), order, m, n, k, a, b, accumulate) }
-}
-
-/// `dst (m × n, row-major) = a (m × k) · b (k × n)` into memory not yet written: `gemm` with
-/// `read_dst = false` only writes `dst` (alpha is set to zero and never applied to it).
-fn matmul_into(dst: &mut [MaybeUninit<f32>], m: usize, n: usize, k: usize, a: View, b: View) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: as in `matmul`; with `accumulate = false` gemm never reads `dst`.
-    unsafe { gemm_raw(dst.as_mut_ptr().cast(), Order::RowMajor, m, n, k, a, b, false) }
-}
-
-/// # Safety
-/// `dst` must be valid for writes (and, with `accumulate`, reads) of m × n values in `order`;
-/// `a` and `b` must point to live m × k and k × n matrices at their strides.
-#[allow(clippy::too_many_arguments, reason = "a GEMM's sizes, operands and modes")]
-unsafe fn gemm_raw(dst: *mut f32, order: Order, m: usize, n: usize, k: usize, a: View, b: View, accumulate: bool) {
-    let (dst_rs, dst_cs) = match order {
-        Order::RowMajor => (n as isize, 1),
-        Order::ColumnMajor => (1, m as isize),
-    };
-    // SAFETY: the caller's contract (above) is what gemm requires.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            dst_cs,
-            dst_rs,
-            accumulate,
-            a.ptr,
-            a.cs,
-            a.rs,
-            b.ptr,
-            b.cs,
-            b.rs,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
-fn row_major(data: &[f32], cols: usize) -> View {
-    View { ptr: data.as_ptr(), rs: cols as isize, cs: 1 }
-}
-
-fn transposed(data: &[f32], rows_of_original: usize, cols_of_original: usize) -> View {
-    // The transpose of a row-major (rows × cols) matrix: element (i, j) is original (j, i).
-    let _ = rows_of_original;
-    View { ptr: data.as_ptr(), rs: 1, cs: cols_of_original as isize }
-}
 
 /// Splits the batch into about one chunk per thread.
 fn images_per_chunk(n: usize) -> usize {

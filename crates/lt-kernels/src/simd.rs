@@ -153,6 +153,13 @@ multiversion! {
 }
 
 multiversion! {
+    /// `x = max(x, 0)` for every element.
+    pub(crate) fn relu_in_place(x: &mut [f32]) {
+        x.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+multiversion! {
     /// `x += b` for every element.
     pub(crate) fn add_scalar(x: &mut [f32], b: f32) {
         x.iter_mut().for_each(|v| *v += b);

@@ -8,11 +8,11 @@
 //! reproducible.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::Error;
 use crate::dropout::Dropout;
-use crate::model::{InputSpec, Net, Registry};
+use crate::model::{InputSpec, Linear, Net, Registry};
 use crate::norm::BatchNorm;
 use crate::resnet::{Conv2d, bn, conv, conv_padded};
 

@@ -4,12 +4,12 @@
 //! The classifier's dropout (p = 0.5, before `fc`) draws its masks from the model's dropout key.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::Error;
 use crate::dropout::Dropout;
 use crate::imagenet::max_pool;
-use crate::model::{InputSpec, Net, Registry};
+use crate::model::{InputSpec, Linear, Net, Registry};
 use crate::norm::BatchNorm;
 
 /// `BasicConv2d`: a (kh x kw) conv with padding (ph, pw) and a stride, BatchNorm, ReLU.

@@ -1,10 +1,10 @@
 //! LeNet: fully connected ReLU layers (`fc_layers.i`) and an output layer (`fc`), as OpenLTH's `mnist_lenet`.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::Error;
-use crate::model::{InputSpec, Net, Registry};
+use crate::model::{InputSpec, Linear, Net, Registry};
 
 pub(crate) struct LeNet {
     layers: Vec<Linear>,
@@ -28,7 +28,7 @@ impl Net for LeNet {
     fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
         let mut x = x.flatten_from(1)?;
         for layer in &self.layers {
-            x = layer.forward(&x)?.relu()?;
+            x = layer.forward_relu(&x)?;
         }
         self.fc.forward(&x)
     }

@@ -68,17 +68,39 @@ impl Registry {
     }
 
     /// Builds a linear layer (with bias) under `vb` and records its tensors.
-    pub fn build_linear(&mut self, vb: VarBuilder, fan_in: usize, out: usize) -> Result<candle_nn::Linear, Error> {
+    pub fn build_linear(&mut self, vb: VarBuilder, fan_in: usize, out: usize) -> Result<Linear, Error> {
         self.linear(&vb, fan_in, true);
-        Ok(candle_nn::linear(fan_in, out, vb)?)
+        let layer = candle_nn::linear(fan_in, out, vb)?;
+        Ok(Linear { weight: layer.weight().clone(), bias: layer.bias().cloned() })
     }
 
     /// Builds the output layer `fc` (linear, with bias) and records it as the output layer.
-    pub fn build_output(&mut self, vb: &VarBuilder, fan_in: usize, classes: usize) -> Result<candle_nn::Linear, Error> {
+    pub fn build_output(&mut self, vb: &VarBuilder, fan_in: usize, classes: usize) -> Result<Linear, Error> {
         let vb = vb.pp("fc");
         self.output.push(format!("{}.weight", vb.prefix()));
         self.output.push(format!("{}.bias", vb.prefix()));
         self.build_linear(vb, fan_in, classes)
+    }
+}
+
+/// A fully connected layer with PyTorch's `weight` (out, in) and `bias`, computed by
+/// `lt_kernels::linear` (no transposed copy of the weight gradient, the bias fused).
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// The layer followed by ReLU, in one op each way.
+    pub(crate) fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        lt_kernels::linear(x, &self.weight, self.bias.as_ref(), true)
+    }
+}
+
+impl candle_core::Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        lt_kernels::linear(x, &self.weight, self.bias.as_ref(), false)
     }
 }
 

@@ -3,10 +3,10 @@
 //! 1x1 strided projection shortcuts, global average pooling and one linear layer.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::Error;
-use crate::model::{InputSpec, Net, Registry};
+use crate::model::{InputSpec, Linear, Net, Registry};
 use crate::norm::BatchNorm;
 
 /// A `k`x`k` convolution with "same" padding (`k / 2`), recorded in `reg`.

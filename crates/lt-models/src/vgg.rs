@@ -4,10 +4,10 @@
 //! `../shared/bench/ref_torch.py`: `layers.{i}` for the conv at position i, `layers.{i+1}` for its BatchNorm.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::Error;
-use crate::model::{InputSpec, Net, Registry};
+use crate::model::{InputSpec, Linear, Net, Registry};
 use crate::norm::BatchNorm;
 use crate::resnet::{Conv2d, bn, conv};
 
