@@ -8,6 +8,10 @@
 //! `../shared/bench/ref_torch.py` with the same networks, batches and thread count and prints the
 //! ratio project/PyTorch. FLOP counts are the forward multiply-adds × 2 of conv and linear layers
 //! per example, as `ref_torch.py`'s `conv_flops` counts them, × 3 for a training step.
+//!
+//! Peak memory: each network (and mask setting) runs in a process of its own, ours (this binary,
+//! re-invoked with `--child`) and PyTorch's (`ref_torch.py` for that one network), and reports its
+//! peak resident set (`getrusage`'s `ru_maxrss`) after the training steps and the evaluation.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -127,39 +131,81 @@ fn torch_python() -> Option<PathBuf> {
     python.is_file().then_some(python)
 }
 
-fn time_torch(keys: &[&str], masked: bool, threads: usize, steps: usize) -> Result<Vec<serde_json::Value>> {
-    let Some(python) = torch_python() else { return Ok(Vec::new()) };
+/// PyTorch's timings of one network, and the peak resident set of the process that ran them.
+fn time_torch(key: &str, masked: bool, threads: usize, steps: usize) -> Result<Option<serde_json::Value>> {
+    let Some(python) = torch_python() else { return Ok(None) };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/ref_torch.py");
     let script = if script.is_file() {
         script
     } else {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/ref_torch.py")
     };
-    let mut cmd = Command::new(python);
-    cmd.arg(&script).args([
-        "--threads",
-        &threads.to_string(),
-        "--steps",
-        &steps.to_string(),
-        "--models",
-        &keys.join(","),
-    ]);
+    let mut argv = vec![
+        script.display().to_string(),
+        "--threads".into(),
+        threads.to_string(),
+        "--steps".into(),
+        steps.to_string(),
+        "--models".into(),
+        key.into(),
+    ];
     if masked {
-        cmd.arg("--masked");
+        argv.push("--masked".into());
     }
-    let out = cmd.output().context("running ref_torch.py")?;
+    // The script as it is, run by a wrapper that prints the process's peak RSS when it is done.
+    let wrapper = "import json, resource, runpy, sys\n\
+                   sys.argv = json.loads(sys.argv[1])\n\
+                   runpy.run_path(sys.argv[0], run_name='__main__')\n\
+                   print(json.dumps({'peak_rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))";
+    let out = Command::new(python)
+        .args(["-c", wrapper, &serde_json::to_string(&argv)?])
+        .output()
+        .context("running ref_torch.py")?;
     if !out.status.success() {
         bail!("ref_torch.py failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    String::from_utf8_lossy(&out.stdout)
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).context("ref_torch.py output"))
-        .collect()
+        .collect::<Result<_>>()?;
+    let mut result = lines.iter().find(|v| v["model"] == key).cloned().context("ref_torch.py printed no result")?;
+    result["peak_rss_kb"] = lines.iter().find_map(|v| v.get("peak_rss_kb").cloned()).unwrap_or_default();
+    Ok(Some(result))
+}
+
+/// This process's peak resident set, in KiB.
+fn peak_rss_kb() -> u64 {
+    // SAFETY: getrusage writes one `rusage` struct, which lives on this stack frame.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    u64::try_from(usage.ru_maxrss).unwrap_or(0)
+}
+
+/// Our timings of one network in a fresh process (so that its peak memory is its own).
+fn time_ours_in_child(net: &Net, masked: bool, threads: usize, steps: usize) -> Result<(Timing, u64)> {
+    let mut cmd = Command::new(std::env::current_exe().context("locating the xtask binary")?);
+    cmd.args(["bench", "train", "--child", net.key, "--threads", &threads.to_string(), "--steps", &steps.to_string()]);
+    if masked {
+        cmd.arg("--masked");
+    }
+    let out = cmd.output().context("running the benchmark child")?;
+    if !out.status.success() {
+        bail!("benchmark of {} failed: {}", net.key, String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .with_context(|| format!("benchmark child printed {stdout:?}"))?;
+    let get = |k: &str| v[k].as_f64().with_context(|| format!("benchmark child: no {k}"));
+    Ok((Timing { step_ms: get("step_ms")?, eval_images_per_s: get("eval_images_per_s")? }, get("peak_rss_kb")? as u64))
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut json, mut steps, mut threads, mut models) = (false, 10usize, 2usize, None::<String>);
+    let (mut child, mut masked) = (None::<String>, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -167,6 +213,9 @@ pub fn run(args: &[String]) -> Result<()> {
             "--steps" => steps = it.next().context("--steps needs a value")?.parse()?,
             "--threads" => threads = it.next().context("--threads needs a value")?.parse()?,
             "--models" => models = Some(it.next().context("--models needs a value")?.clone()),
+            // Internal: time one network in this process and print the result as JSON.
+            "--child" => child = Some(it.next().context("--child needs a network")?.clone()),
+            "--masked" => masked = true,
             other => bail!(
                 "unknown argument {other:?}; usage: cargo xtask bench train [--json] [--steps N] [--threads N] [--models lenet,resnet20,vgg19]"
             ),
@@ -175,25 +224,43 @@ pub fn run(args: &[String]) -> Result<()> {
     // Both rayon (our kernels) and candle read this before their pools start.
     // SAFETY: no other thread exists yet.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    if let Some(key) = child {
+        let net = nets().into_iter().find(|n| n.key == key).with_context(|| format!("no network {key:?}"))?;
+        let t = time_ours(&net, masked, steps, 2)?;
+        println!(
+            "{}",
+            serde_json::json!({"step_ms": t.step_ms, "eval_images_per_s": t.eval_images_per_s, "peak_rss_kb": peak_rss_kb()})
+        );
+        return Ok(());
+    }
     let nets: Vec<Net> =
         nets().into_iter().filter(|n| models.as_ref().is_none_or(|m| m.split(',').any(|k| k == n.key))).collect();
-    let keys: Vec<&str> = nets.iter().map(|n| n.key).collect();
     if !json {
         println!(
-            "training step (median of {steps}) and evaluation, {threads} threads; fp32 peak {PEAK_GFLOPS} GFLOP/s"
+            "training step (median of {steps}) and evaluation, {threads} threads; fp32 peak {PEAK_GFLOPS} GFLOP/s; peak memory: resident set of a process per network"
         );
         println!(
-            "{:<9} {:<7} {:>10} {:>10} {:>7} {:>8} {:>6} {:>12} {:>12}",
-            "network", "mask", "ours ms", "torch ms", "ratio", "GFLOP/s", "peak", "eval img/s", "torch img/s"
+            "{:<9} {:<7} {:>9} {:>9} {:>6} {:>8} {:>5} {:>10} {:>10} {:>8} {:>8}",
+            "network",
+            "mask",
+            "ours ms",
+            "torch ms",
+            "ratio",
+            "GFLOP/s",
+            "peak",
+            "eval img/s",
+            "torch img/s",
+            "ours MiB",
+            "torch MiB"
         );
     }
     for masked in [false, true] {
-        let torch = time_torch(&keys, masked, threads, steps)?;
         for net in &nets {
-            let ours = time_ours(net, masked, steps, 2)?;
-            let t = torch.iter().find(|v| v["model"] == net.key);
-            let torch_ms = t.and_then(|v| v["step_ms_median"].as_f64());
-            let torch_eval = t.and_then(|v| v["eval_images_per_s"].as_f64());
+            let torch = time_torch(net.key, masked, threads, steps)?;
+            let (ours, ours_kb) = time_ours_in_child(net, masked, threads, steps)?;
+            let torch_ms = torch.as_ref().and_then(|v| v["step_ms_median"].as_f64());
+            let torch_eval = torch.as_ref().and_then(|v| v["eval_images_per_s"].as_f64());
+            let torch_kb = torch.as_ref().and_then(|v| v["peak_rss_kb"].as_f64());
             let gflops = 3.0 * net.flops * net.batch as f64 / (ours.step_ms / 1e3) / 1e9;
             let ratio = torch_ms.map(|t| ours.step_ms / t);
             if json {
@@ -204,12 +271,13 @@ pub fn run(args: &[String]) -> Result<()> {
                         "project_ms": ours.step_ms, "torch_ms": torch_ms, "ratio": ratio,
                         "gflops": gflops, "peak_fraction": gflops / PEAK_GFLOPS,
                         "eval_images_per_s": ours.eval_images_per_s, "torch_eval_images_per_s": torch_eval,
+                        "project_peak_rss_kb": ours_kb, "torch_peak_rss_kb": torch_kb,
                     })
                 );
             } else {
                 let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
                 println!(
-                    "{:<9} {:<7} {:>10.1} {:>10} {:>7} {:>8.1} {:>5.0}% {:>12.0} {:>12}",
+                    "{:<9} {:<7} {:>9.1} {:>9} {:>6} {:>8.1} {:>4.0}% {:>10.0} {:>10} {:>8.0} {:>8}",
                     net.key,
                     if masked { "80%" } else { "dense" },
                     ours.step_ms,
@@ -218,7 +286,9 @@ pub fn run(args: &[String]) -> Result<()> {
                     gflops,
                     100.0 * gflops / PEAK_GFLOPS,
                     ours.eval_images_per_s,
-                    opt(torch_eval, 0)
+                    opt(torch_eval, 0),
+                    ours_kb as f64 / 1024.0,
+                    opt(torch_kb.map(|k| k / 1024.0), 0)
                 );
             }
         }

@@ -4,6 +4,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::record::apply2;
 use crate::simd::{self, written};
 use crate::slices::contiguous;
 
@@ -12,7 +13,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !a.device().is_cpu() || a.dtype() != DType::F32 || b.dtype() != DType::F32 || a.dims() != b.dims() {
         return (a + b)?.relu();
     }
-    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+    apply2(&a.contiguous()?, &b.contiguous()?, AddRelu)
 }
 
 /// Elements per parallel task: big enough to amortize scheduling.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::record::apply3;
 use crate::simd::{gated_affine, gated_sums, scale_shift, written};
 use crate::slices::{contiguous, with_slice};
 
@@ -44,7 +45,7 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, rel
     }
     let stats = Arc::new(Mutex::new(None));
     let op = BatchNorm { eps, relu, stats: stats.clone() };
-    let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let y = apply3(&x.contiguous()?, &gamma.contiguous()?, &beta.contiguous()?, op)?;
     // The op keeps the statistics for its backward pass; the caller reads a copy.
     let (mean, var) = stats
         .lock()

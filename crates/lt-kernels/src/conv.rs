@@ -20,6 +20,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 use rayon::prelude::*;
 
 use crate::matmul::{Order, matmul, matmul_into, row_major, transposed};
+use crate::record::{apply2, apply3};
 use crate::simd::{add_into, add_scalar, sum, written};
 use crate::slices::{contiguous, with_slice};
 
@@ -30,7 +31,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         return x.conv2d(w, padding, stride, 1, 1);
     }
     let geom = Geometry::new(x.dims(), w.dims(), stride, padding)?;
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv { geom })
+    apply2(&x.contiguous()?, &w.contiguous()?, Conv { geom })
 }
 
 /// [`conv2d`] plus a per-channel bias `b` (K), added as the output is written and differentiated
@@ -44,7 +45,7 @@ pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: u
     if b.dims() != [geom.k] {
         candle_core::bail!("conv2d: bias of shape {:?} for {} output channels", b.dims(), geom.k)
     }
-    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Conv { geom })
+    apply3(&x.contiguous()?, &w.contiguous()?, &b.contiguous()?, Conv { geom })
 }
 
 /// Sizes of one convolution.

@@ -1,10 +1,12 @@
 //! `lt-kernels` owns the fast CPU implementations of the hot training operations, as candle
 //! custom ops with their backward passes, so that models keep candle's `Tensor`/`Var` and autograd
-//! and only the arithmetic underneath changes. Today: 2-D convolution (forward, backward-data and
-//! backward-weight) by im2col and the `gemm` crate's cache-blocked micro-kernels, parallel over the
-//! batch so that both cores stay busy on ResNet-20's small 16-channel layers too; and training-mode
-//! batch normalization fused with the ReLU that follows it; the residual add fused with its ReLU; max-pooling; optimizer updates (SGD with momentum, Adam) fused
-//! with weight decay and the pruning mask, one pass per parameter.
+//! and only the arithmetic underneath changes: 2-D convolution (forward, backward-data and
+//! backward-weight, optional fused bias) by im2col and the `gemm` crate's cache-blocked
+//! micro-kernels, parallel over the batch so that both cores stay busy on ResNet-20's small
+//! 16-channel layers too; linear layers with fused bias and ReLU; batch normalization fused with
+//! the ReLU that follows it (training and evaluation mode); the residual add fused with its ReLU;
+//! max-pooling; optimizer updates (SGD with momentum, Adam) fused with weight decay and the
+//! pruning mask, one pass per parameter.
 //!
 //! It does not own layers, parameters or initialization (`lt-models`). On devices other than the
 //! CPU, and for dtypes other than f32, every function falls back to candle's own op, so the CUDA
@@ -18,6 +20,7 @@ mod linear;
 mod matmul;
 mod max_pool;
 mod optim;
+mod record;
 mod simd;
 mod slices;
 #[cfg(test)]
@@ -30,3 +33,4 @@ pub use conv::{conv2d, conv2d_bias};
 pub use linear::linear;
 pub use max_pool::max_pool2d;
 pub use optim::{Adam, Sgd, adam_update, fused_available, sgd_update};
+pub use record::without_gradients;

@@ -9,6 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use crate::matmul::{matmul_parallel, row_major, transposed};
+use crate::record::{apply2, apply3};
 use crate::simd::{add_into, relu_grad, relu_in_place, written};
 use crate::slices::{contiguous, with_slice};
 
@@ -34,8 +35,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match b {
         Some(b) if b.dims() != [o] => candle_core::bail!("linear: bias of shape {:?} for {o} outputs", b.dims()),
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
+        Some(b) => apply3(&x, &w, &b.contiguous()?, op),
+        None => apply2(&x, &w, op),
     }
 }
 

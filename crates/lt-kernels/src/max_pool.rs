@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::record::apply1;
 use crate::simd::written;
 use crate::slices::{contiguous, with_slice};
 
@@ -22,7 +23,7 @@ pub fn max_pool2d(x: &Tensor, kh: usize, kw: usize) -> Result<Tensor> {
         candle_core::bail!("max-pool {kh}x{kw} of a {h}x{w} input");
     }
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op1(MaxPool { kh, kw });
+        return apply1(&x.contiguous()?, MaxPool { kh, kw });
     }
     let x = if (oh * kh, ow * kw) == (h, w) { x.clone() } else { x.narrow(2, 0, oh * kh)?.narrow(3, 0, ow * kw)? };
     x.contiguous()?.reshape((n, c, oh, kh, ow, kw))?.max(5)?.max(3)

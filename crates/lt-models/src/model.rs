@@ -228,11 +228,17 @@ impl Model {
     }
 
     /// Logits for a batch `x` of shape (n, c, h, w); `train` selects BatchNorm's batch statistics
-    /// (and updates the running ones) and turns dropout on.
+    /// (and updates the running ones) and turns dropout on. Without `train` the pass records no
+    /// backward graph in this project's kernels: it is for evaluation, not for gradients.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, Error> {
         let (c, h, w) = (self.input.channels, self.input.height, self.input.width);
         match x.dims() {
-            [_, xc, xh, xw] if (*xc, *xh, *xw) == (c, h, w) => Ok(self.net.forward_t(x, train)?),
+            // Evaluation needs no backward graph: without one, each activation is freed as soon
+            // as the next layer has read it (a gigabyte at batch 500 for VGG-19).
+            [_, xc, xh, xw] if (*xc, *xh, *xw) == (c, h, w) && !train => {
+                Ok(lt_kernels::without_gradients(|| self.net.forward_t(x, false))?)
+            }
+            [_, xc, xh, xw] if (*xc, *xh, *xw) == (c, h, w) => Ok(self.net.forward_t(x, true)?),
             dims => Err(Error::Shape {
                 model: self.name.clone(),
                 message: format!("input must be (n, {c}, {h}, {w}), got {dims:?}"),
