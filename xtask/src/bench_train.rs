@@ -9,6 +9,10 @@
 //! ratio project/PyTorch. FLOP counts are the forward multiply-adds × 2 of conv and linear layers
 //! per example, as `ref_torch.py`'s `conv_flops` counts them, × 3 for a training step.
 //!
+//! Each network is timed `--rounds` times (default 2), PyTorch and ours alternating, and each side
+//! keeps its best median: these machines are shared, and a slow spell that hit only one side would
+//! otherwise decide the ratio.
+//!
 //! Peak memory: each network (and mask setting) runs in a process of its own, ours (this binary,
 //! re-invoked with `--child`) and PyTorch's (`ref_torch.py` for that one network), and reports its
 //! peak resident set (`getrusage`'s `ru_maxrss`) after the training steps and the evaluation.
@@ -205,7 +209,7 @@ fn time_ours_in_child(net: &Net, masked: bool, threads: usize, steps: usize) -> 
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut json, mut steps, mut threads, mut models) = (false, 10usize, 2usize, None::<String>);
-    let (mut child, mut masked) = (None::<String>, false);
+    let (mut child, mut masked, mut rounds) = (None::<String>, false, 2usize);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -213,11 +217,12 @@ pub fn run(args: &[String]) -> Result<()> {
             "--steps" => steps = it.next().context("--steps needs a value")?.parse()?,
             "--threads" => threads = it.next().context("--threads needs a value")?.parse()?,
             "--models" => models = Some(it.next().context("--models needs a value")?.clone()),
+            "--rounds" => rounds = it.next().context("--rounds needs a value")?.parse()?,
             // Internal: time one network in this process and print the result as JSON.
             "--child" => child = Some(it.next().context("--child needs a network")?.clone()),
             "--masked" => masked = true,
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask bench train [--json] [--steps N] [--threads N] [--models lenet,resnet20,vgg19]"
+                "unknown argument {other:?}; usage: cargo xtask bench train [--json] [--steps N] [--rounds N] [--threads N] [--models lenet,resnet20,vgg19]"
             ),
         }
     }
@@ -237,7 +242,7 @@ pub fn run(args: &[String]) -> Result<()> {
         nets().into_iter().filter(|n| models.as_ref().is_none_or(|m| m.split(',').any(|k| k == n.key))).collect();
     if !json {
         println!(
-            "training step (median of {steps}) and evaluation, {threads} threads; fp32 peak {PEAK_GFLOPS} GFLOP/s; peak memory: resident set of a process per network"
+            "training step (best of {rounds} alternating rounds, each the median of {steps} steps) and evaluation, {threads} threads; fp32 peak {PEAK_GFLOPS} GFLOP/s; peak memory: resident set of a process per network"
         );
         println!(
             "{:<9} {:<7} {:>9} {:>9} {:>6} {:>8} {:>5} {:>10} {:>10} {:>8} {:>8}",
@@ -256,8 +261,24 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     for masked in [false, true] {
         for net in &nets {
-            let torch = time_torch(net.key, masked, threads, steps)?;
-            let (ours, ours_kb) = time_ours_in_child(net, masked, threads, steps)?;
+            // The two alternate, `rounds` times each, and each keeps its best median: a slow
+            // spell of this shared machine then hits both or neither.
+            let (mut torch, mut ours, mut ours_kb) = (None::<serde_json::Value>, None::<Timing>, 0u64);
+            for _ in 0..rounds.max(1) {
+                if let Some(t) = time_torch(net.key, masked, threads, steps)? {
+                    let faster =
+                        |old: &serde_json::Value| t["step_ms_median"].as_f64() < old["step_ms_median"].as_f64();
+                    if torch.as_ref().is_none_or(faster) {
+                        torch = Some(t);
+                    }
+                }
+                let (t, kb) = time_ours_in_child(net, masked, threads, steps)?;
+                ours_kb = ours_kb.max(kb);
+                if ours.as_ref().is_none_or(|o| t.step_ms < o.step_ms) {
+                    ours = Some(t);
+                }
+            }
+            let ours = ours.context("no timing")?;
             let torch_ms = torch.as_ref().and_then(|v| v["step_ms_median"].as_f64());
             let torch_eval = torch.as_ref().and_then(|v| v["eval_images_per_s"].as_f64());
             let torch_kb = torch.as_ref().and_then(|v| v["peak_rss_kb"].as_f64());

@@ -4,12 +4,14 @@
 //! - `cargo xtask bench data [--json] [--step-ms MS]`: data-pipeline throughput (see `bench.rs`).
 //! - `cargo xtask bench train [--json] [--steps N] [--threads N]`: training steps vs PyTorch (see `bench_train.rs`).
 //! - `cargo xtask bench conv [--reps N] [--threads N]`: convolution layers one by one (see `bench_conv.rs`).
+//! - `cargo xtask bench sparse [--reps N] [--threads N]`: sparse vs dense layers by density (see `bench_sparse.rs`).
 //! - `cargo xtask fixtures`: regenerates lt-train's PyTorch step fixtures (see `fixtures.rs`).
 //!
 //! Tidy checks of the source tree live in `tidy.rs` and run under `cargo test`.
 
 mod bench;
 mod bench_conv;
+mod bench_sparse;
 mod bench_train;
 mod fixtures;
 mod reproduce;
@@ -18,7 +20,7 @@ mod tidy;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench data|prune|train|conv [--json] ... | cargo xtask fixtures [lenet|resnet20|vgg19...] | cargo xtask reproduce FIG ...";
+const USAGE: &str = "usage: cargo xtask bench data|prune|train|conv|sparse [--json] ... | cargo xtask fixtures [lenet|resnet20|vgg19...] | cargo xtask reproduce FIG ...";
 
 fn main() -> std::process::ExitCode {
     // `reproduce` and `bench` train: without this, a third of a step goes to page faults.
@@ -37,6 +39,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("bench") if args.get(1).map(String::as_str) == Some("train") => bench_train::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("conv") => bench_conv::run(&args[2..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("sparse") => bench_sparse::run(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fixtures") => fixtures::run(&args[1..]),
         Some("reproduce") => reproduce::run(&args[1..]),

@@ -23,6 +23,7 @@ mod optim;
 mod record;
 mod simd;
 mod slices;
+mod sparse;
 #[cfg(test)]
 mod testing;
 
@@ -34,3 +35,4 @@ pub use linear::linear;
 pub use max_pool::max_pool2d;
 pub use optim::{Adam, Sgd, adam_update, fused_available, sgd_update};
 pub use record::without_gradients;
+pub use sparse::{Pattern, SPARSE_BELOW, SPARSE_MIN_WEIGHTS, sparse_linear};

@@ -1,6 +1,7 @@
 //! [`Model`]: a network's named weights and its forward pass.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -49,7 +50,12 @@ pub(crate) struct Registry {
     pub output: Vec<String>,
     /// The key every dropout layer of the model draws its masks from.
     pub dropout_key: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Each linear layer's sparsity pattern slot, by weight name.
+    pub patterns: BTreeMap<String, PatternSlot>,
 }
+
+/// Where [`Model::use_sparse_kernels`] puts a linear layer's sparsity pattern.
+pub(crate) type PatternSlot = Arc<RwLock<Option<Arc<lt_kernels::Pattern>>>>;
 
 impl Registry {
     pub fn linear(&mut self, vb: &VarBuilder, fan_in: usize, bias: bool) {
@@ -70,8 +76,10 @@ impl Registry {
     /// Builds a linear layer (with bias) under `vb` and records its tensors.
     pub fn build_linear(&mut self, vb: VarBuilder, fan_in: usize, out: usize) -> Result<Linear, Error> {
         self.linear(&vb, fan_in, true);
+        let pattern = PatternSlot::default();
+        self.patterns.insert(format!("{}.weight", vb.prefix()), pattern.clone());
         let layer = candle_nn::linear(fan_in, out, vb)?;
-        Ok(Linear { weight: layer.weight().clone(), bias: layer.bias().cloned() })
+        Ok(Linear { weight: layer.weight().clone(), bias: layer.bias().cloned(), pattern })
     }
 
     /// Builds the output layer `fc` (linear, with bias) and records it as the output layer.
@@ -85,22 +93,34 @@ impl Registry {
 
 /// A fully connected layer with PyTorch's `weight` (out, in) and `bias`, computed by
 /// `lt_kernels::linear` (no transposed copy of the weight gradient, the bias fused).
+/// With a sparsity pattern set (see [`Model::use_sparse_kernels`]), the products skip pruned
+/// weights (`lt_kernels::sparse_linear`).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    pattern: PatternSlot,
 }
 
 impl Linear {
     /// The layer followed by ReLU, in one op each way.
     pub(crate) fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        lt_kernels::linear(x, &self.weight, self.bias.as_ref(), true)
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        let pattern =
+            self.pattern.read().map_err(|_| candle_core::Error::Msg("sparsity pattern lock poisoned".into()))?;
+        match pattern.as_ref() {
+            Some(p) => lt_kernels::sparse_linear(x, &self.weight, self.bias.as_ref(), relu, p),
+            None => lt_kernels::linear(x, &self.weight, self.bias.as_ref(), relu),
+        }
     }
 }
 
 impl candle_core::Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        lt_kernels::linear(x, &self.weight, self.bias.as_ref(), false)
+        self.apply(x, false)
     }
 }
 
@@ -118,6 +138,7 @@ pub struct Model {
     kinds: Vec<(String, ParamKind)>,
     output: Vec<String>,
     dropout_key: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    patterns: BTreeMap<String, PatternSlot>,
 }
 
 impl std::fmt::Debug for Model {
@@ -172,6 +193,7 @@ impl Model {
             kinds: reg.kinds,
             output: reg.output,
             dropout_key: reg.dropout_key,
+            patterns: reg.patterns,
         };
         model.initialize(seed, init)?;
         Ok(model)
@@ -244,6 +266,32 @@ impl Model {
                 message: format!("input must be (n, {c}, {h}, {w}), got {dims:?}"),
             }),
         }
+    }
+
+    /// Lets the linear layers whose pruning mask is sparse enough compute with its pattern instead
+    /// of multiplying by zeros: below `lt_kernels::SPARSE_BELOW` density, in layers of at least
+    /// `lt_kernels::SPARSE_MIN_WEIGHTS` weights, where `cargo xtask bench sparse` measured the
+    /// sparse path faster. Other layers (and every layer without a mask) use the dense kernels.
+    /// The gradient of a pruned weight is then 0 instead of its dense value, which the masked
+    /// optimizer step discards anyway. Returns the weights that use their pattern.
+    pub fn use_sparse_kernels(&self, masks: &BTreeMap<String, Tensor>) -> Result<Vec<String>, Error> {
+        let mut sparse = Vec::new();
+        for (name, slot) in &self.patterns {
+            let pattern = match masks.get(name) {
+                Some(mask) if mask.elem_count() >= lt_kernels::SPARSE_MIN_WEIGHTS => {
+                    let (o, i) = mask.dims2()?;
+                    let values: Vec<f32> = mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+                    let p = lt_kernels::Pattern::from_mask(&values, o, i)?;
+                    (p.density() < lt_kernels::SPARSE_BELOW).then(|| Arc::new(p))
+                }
+                _ => None,
+            };
+            if pattern.is_some() {
+                sparse.push(name.clone());
+            }
+            *slot.write().map_err(|_| self.weights_err(name, "sparsity pattern lock poisoned"))? = pattern;
+        }
+        Ok(sparse)
     }
 
     /// Every named tensor (parameters and buffers) with its kind, sorted by name.

@@ -188,3 +188,45 @@ fn dropout_in_training_is_a_function_of_the_dropout_key() {
         assert_ne!(a, run(6, true), "{name}: another key draws another mask");
     }
 }
+
+/// A LeNet whose first layer is pruned to 5% computes it with the sparse kernels: the same logits
+/// and the same gradients on kept weights as the dense kernels, 0 on pruned ones. Its 300 x 100
+/// layer is too small for the sparse path and its 50%-dense masks too dense.
+#[test]
+fn sparse_kernels_match_the_dense_ones_below_the_crossover() {
+    use std::collections::BTreeMap;
+    let dev = Device::Cpu;
+    let m = model("mnist_lenet_300_100", FASHION, 3);
+    let params: HashMap<String, candle_core::Var> = m.parameters().into_iter().collect();
+    let keep = |name: &str, density: f64| {
+        let w = params[name].as_tensor();
+        let n = w.elem_count();
+        let mask: Vec<f32> = (0..n).map(|i| f32::from(((i * 7919) % 1000) as f64 / 1000.0 < density)).collect();
+        let mask = Tensor::from_vec(mask, w.dims(), &dev).unwrap();
+        params[name].set(&(w * &mask).unwrap()).unwrap();
+        mask
+    };
+    let masks = BTreeMap::from([
+        ("fc_layers.0.weight".to_string(), keep("fc_layers.0.weight", 0.05)),
+        ("fc_layers.1.weight".to_string(), keep("fc_layers.1.weight", 0.05)),
+    ]);
+    let x = Tensor::rand(0f32, 1f32, (9, 1, 28, 28), &dev).unwrap();
+    let run = || {
+        let logits = m.forward_t(&x, true).unwrap();
+        let grads = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g = |n: &str| grads.get(params[n].as_tensor()).unwrap().clone();
+        (logits, g("fc_layers.0.weight"), g("fc_layers.0.bias"), g("fc_layers.1.weight"))
+    };
+    let dense = run();
+    assert_eq!(m.use_sparse_kernels(&masks).unwrap(), ["fc_layers.0.weight"]);
+    let sparse = run();
+    let diff = |a: &Tensor, b: &Tensor| a.sub(b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff(&dense.0, &sparse.0) < 1e-4, "logits");
+    let masked = (&dense.1 * &masks["fc_layers.0.weight"]).unwrap();
+    assert!(diff(&masked, &sparse.1) < 1e-3, "kept weights' gradient");
+    assert!(diff(&dense.2, &sparse.2) < 1e-3, "bias gradient");
+    assert!(diff(&dense.3, &sparse.3) < 1e-3, "the dense layer's gradient");
+    // Without masks every layer is dense again.
+    assert!(m.use_sparse_kernels(&BTreeMap::new()).unwrap().is_empty());
+    assert!(diff(&dense.0, &run().0) == 0.0);
+}

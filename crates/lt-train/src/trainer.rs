@@ -194,6 +194,8 @@ impl Trainer {
             }
             var.set(&(var.as_tensor() * mask)?)?;
         }
+        // The mask is fixed for the whole run: layers sparse enough compute with its pattern.
+        model.use_sparse_kernels(&masks)?;
         let loader = Loader::new(train, config.data_order_seed, config.batch_size, device)?;
         let optimizer = Optimizer::new(config.optimizer)?;
         let start = config.start_iteration;
