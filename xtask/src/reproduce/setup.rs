@@ -164,13 +164,13 @@ impl Setup {
     }
 
     /// Training-step cost in ms per example on this project's 2-core machine (`cargo xtask bench
-    /// train`, 2026-11-25, second kernels session: LeNet 1.8 ms / 60, ResNet-20 496 ms / 128,
-    /// VGG-19 1,791 ms / 64, rounded up), for the estimates printed by `--help`.
+    /// train`, 2026-11-25, third kernels session: LeNet 0.9 ms / 60, ResNet-20 335 ms / 128,
+    /// VGG-19 1,150 ms / 64, rounded up), for the estimates printed by `--help`.
     pub fn ms_per_example(&self) -> f64 {
         match self.family {
-            Family::Lenet => 0.05,
-            Family::Resnet => 4.0,
-            Family::Vgg => 29.0,
+            Family::Lenet => 0.025,
+            Family::Resnet => 3.0,
+            Family::Vgg => 19.0,
         }
     }
 }
