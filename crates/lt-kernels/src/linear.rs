@@ -40,6 +40,32 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<
     }
 }
 
+/// The gradient at a layer's product: `dy`, gated by the ReLU's output `y` when `relu`.
+pub(crate) fn product_gradient(y: &Tensor, dy: &Tensor, relu: bool) -> Result<Tensor> {
+    let dy = dy.contiguous()?;
+    if !relu {
+        return Ok(dy);
+    }
+    let gated = with_slice(&y.contiguous()?, |y| {
+        with_slice(&dy, |d| {
+            // SAFETY: `relu_grad` writes every element of an output as long as `y`.
+            Ok(unsafe { written(y.len(), |out| relu_grad(out, y, d)) })
+        })
+    })?;
+    Tensor::from_vec(gated, dy.shape(), dy.device())
+}
+
+/// The bias gradient: the sums over the batch of `dy` (N, O), a vector of O.
+pub(crate) fn column_sums(dy: &Tensor) -> Result<Tensor> {
+    let (_, o) = dy.dims2()?;
+    let sums = with_slice(&dy.contiguous()?, |dy| {
+        let mut db = vec![0f32; o];
+        dy.chunks_exact(o.max(1)).for_each(|row| add_into(&mut db, row));
+        Ok(db)
+    })?;
+    Tensor::from_vec(sums, o, dy.device())
+}
+
 /// Sizes (batch, inputs, outputs) and whether a ReLU follows.
 #[derive(Clone, Copy)]
 struct Linear {
@@ -63,21 +89,6 @@ impl Linear {
         (CpuStorage::F32(y), Shape::from((n, o)))
     }
 
-    /// The gradient at the product: `dy`, gated by the ReLU's output `y` when there is one.
-    fn product_gradient(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-        let dy = dy.contiguous()?;
-        if !self.relu {
-            return Ok(dy);
-        }
-        let gated = with_slice(&y.contiguous()?, |y| {
-            with_slice(&dy, |d| {
-                // SAFETY: `relu_grad` writes every element of an output as long as `y`.
-                Ok(unsafe { written(y.len(), |out| relu_grad(out, y, d)) })
-            })
-        })?;
-        Tensor::from_vec(gated, dy.shape(), dy.device())
-    }
-
     /// dx and dw from the product's gradient (only those whose tensor tracks gradients).
     fn backward(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &BackwardData(*self))?) } else { None };
@@ -96,7 +107,7 @@ impl CustomOp2 for Linear {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.backward(x, w, &self.product_gradient(res, dy)?)
+        self.backward(x, w, &product_gradient(res, dy, self.relu)?)
     }
 }
 
@@ -125,18 +136,9 @@ impl CustomOp3 for Linear {
         res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = self.product_gradient(res, dy)?;
+        let dy = product_gradient(res, dy, self.relu)?;
         let (dx, dw) = self.backward(x, w, &dy)?;
-        let db = if b.track_op() {
-            let sums = with_slice(&dy, |dy| {
-                let mut db = vec![0f32; self.o];
-                dy.chunks_exact(self.o.max(1)).for_each(|row| add_into(&mut db, row));
-                Ok(db)
-            })?;
-            Some(Tensor::from_vec(sums, self.o, dy.device())?)
-        } else {
-            None
-        };
+        let db = if b.track_op() { Some(column_sums(&dy)?) } else { None };
         Ok((dx, dw, db))
     }
 }

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::linear::{column_sums, product_gradient};
 use crate::record::{apply2, apply3};
-use crate::simd::{add_into, relu_grad, relu_in_place, written};
+use crate::simd::{add_into, relu_in_place};
 use crate::slices::{contiguous, with_slice};
 
 /// Batch columns per accumulator block: eight AVX registers of eight floats.
@@ -293,17 +294,8 @@ impl SparseLinear {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (o, i) = self.pattern.dims();
         let n = self.n;
-        let dy = dy.contiguous()?;
-        let g = with_slice(&dy, |d| {
-            if !self.relu {
-                return Ok(d.to_vec());
-            }
-            with_slice(&res.contiguous()?, |y| {
-                // SAFETY: `relu_grad` writes every element of an output as long as `y`.
-                Ok(unsafe { written(y.len(), |out| relu_grad(out, y, d)) })
-            })
-        })?;
-        let gt = transpose_padded(&g, n, o);
+        let dy = product_gradient(res, dy, self.relu)?;
+        let gt = with_slice(&dy, |g| Ok(transpose_padded(g, n, o)))?;
         let dev = dy.device();
         let dx = if x.track_op() {
             let dxt = with_slice(&w.contiguous()?, |w| Ok(spmm(&self.pattern, w, &gt, padded(n), false)))?;
@@ -326,11 +318,7 @@ impl SparseLinear {
             None
         };
         let db = match b {
-            Some(b) if b.track_op() => {
-                let mut db = vec![0f32; o];
-                g.chunks_exact(o.max(1)).for_each(|row| add_into(&mut db, row));
-                Some(Tensor::from_vec(db, o, dev)?)
-            }
+            Some(b) if b.track_op() => Some(column_sums(&dy)?),
             _ => None,
         };
         Ok((dx, dw, db))
