@@ -225,6 +225,8 @@ mod tests {
         check(60, 300, 100, true, true, 2);
         check(60, 100, 10, true, false, 3);
         check(7, 20, 5, false, true, 4);
+        // Above PARALLEL_WORK with an odd number of rows: split 31 + 30 between two threads.
+        check(61, 200, 90, true, false, 5);
     }
 
     #[test]
