@@ -346,7 +346,8 @@ impl Geometry {
 /// [`Order::ColumnMajor`]) and copy it into place.
 const NARROW_OUTPUT: usize = 32;
 
-/// Layers with at most this many output channels accumulate their weight gradient transposed.
+/// Layers with at most this many output channels (and no more than C·R·S) accumulate their
+/// weight gradient transposed.
 const NARROW_WEIGHT_GRADIENT: usize = 256;
 
 /// Adds `bias[k]` to channel k of every image in `y` (images × K × `pq`).
@@ -515,7 +516,10 @@ impl CustomOp2 for BackwardWeight {
         let (crs, pq, kpq) = (g.crs(), g.pq(), g.k * g.pq());
         let chunk = images_per_chunk(g.n);
         let group = g.group(chunk);
-        let order = if g.k <= NARROW_WEIGHT_GRADIENT { Order::ColumnMajor } else { Order::RowMajor };
+        // Transposed when the gradient is narrow and not wider than it is long: a 64 x 27 first
+        // layer runs 1.4x faster row-major, a 16 x 27 one 1.5x faster transposed (`gemm` alone).
+        let narrow = g.k <= NARROW_WEIGHT_GRADIENT && g.k <= crs;
+        let order = if narrow { Order::ColumnMajor } else { Order::RowMajor };
         let partials: Vec<Vec<f32>> = x
             .par_chunks(chunk * g.image())
             .zip(dy.par_chunks(chunk * kpq))
@@ -657,6 +661,8 @@ mod tests {
         check(3, 5, 6, 6, NARROW_OUTPUT + 8, 3, 2, 1, 7);
         check(5, 3, 2, 2, NARROW_WEIGHT_GRADIENT + 4, 3, 1, 1, 8);
         check(4, 3, 5, 5, NARROW_WEIGHT_GRADIENT + 4, 1, 2, 0, 9);
+        check(3, 2, 6, 6, 24, 3, 1, 1, 10); // K = 24 > C·R·S = 18: row-major
+        check(3, 4, 6, 6, 24, 3, 1, 1, 11); // K = 24 <= 36: transposed
     }
 
     /// The fused bias: forward and all three gradients against candle's conv2d + broadcast_add.
