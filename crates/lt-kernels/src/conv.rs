@@ -238,6 +238,17 @@ impl Geometry {
         }
     }
 
+    /// im2col of a group of images side by side: `col` becomes the (C·R·S) × (images·P·Q) matrix
+    /// whose columns `i·P·Q..` are image i's. Returns its number of columns.
+    fn im2col_group(&self, xs: &[f32], col: &mut Vec<f32>) -> usize {
+        let (pq, cols) = (self.pq(), xs.len() / self.image() * self.pq());
+        col.resize(self.crs() * cols, 0.0);
+        for (i, xn) in xs.chunks(self.image()).enumerate() {
+            self.im2col(xn, &mut col[i * pq..], cols);
+        }
+        cols
+    }
+
     /// The output gradients of a group of images side by side: `out` becomes the
     /// K × (images · P·Q) matrix whose columns `i·P·Q..` are image i's `dy`.
     fn gather_outputs(&self, dys: &[f32], out: &mut Vec<f32>) {
@@ -273,64 +284,48 @@ impl Geometry {
         let (crs, pq, kpq) = (self.crs(), self.pq(), self.k * self.pq());
         let chunk = images_per_chunk(self.n);
         let group = self.group(chunk);
+        let narrow = self.k <= NARROW_OUTPUT;
+        let order = if narrow { Order::ColumnMajor } else { Order::RowMajor };
         let fill = |y: &mut [MaybeUninit<f32>]| {
             y.par_chunks_mut(chunk * kpq).zip(x.par_chunks(chunk * self.image())).for_each(|(ys, xs)| {
                 let wv = row_major(w, crs);
                 let (mut col, mut out) = (Vec::new(), Vec::new());
                 for (yg, xg) in ys.chunks_mut(group * kpq).zip(xs.chunks(group * self.image())) {
                     let images = xg.len() / self.image();
-                    let narrow = self.k <= NARROW_OUTPUT;
-                    if images == 1 && self.direct() && !narrow {
-                        matmul_into(yg, self.k, pq, crs, wv, row_major(xg, pq));
-                        if let Some(bias) = bias {
-                            // SAFETY: `matmul_into` wrote the whole block.
-                            add_bias(unsafe { assume_written(yg) }, bias, pq);
-                        }
-                        continue;
-                    }
-                    let cols = images * pq;
                     let b = if images == 1 && self.direct() {
                         row_major(xg, pq)
                     } else {
-                        col.resize(crs * cols, 0.0);
-                        for (i, xn) in xg.chunks(self.image()).enumerate() {
-                            self.im2col(xn, &mut col[i * pq..], cols);
-                        }
+                        let cols = self.im2col_group(xg, &mut col);
                         row_major(&col, cols)
                     };
                     if images == 1 && !narrow {
                         matmul_into(yg, self.k, pq, crs, wv, b);
-                        if let Some(bias) = bias {
-                            // SAFETY: `matmul_into` wrote the whole block.
-                            add_bias(unsafe { assume_written(yg) }, bias, pq);
-                        }
-                        continue;
-                    }
-                    let order = if narrow { Order::ColumnMajor } else { Order::RowMajor };
-                    out.resize(self.k * cols, 0.0);
-                    matmul(&mut out, order, self.k, cols, crs, wv, b, false);
-                    for (i, yn) in yg.chunks_mut(kpq).enumerate() {
-                        match order {
-                            Order::RowMajor => {
-                                for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
-                                    for (d, v) in dst.iter_mut().zip(&out[k * cols + i * pq..][..pq]) {
-                                        d.write(*v);
+                    } else {
+                        let cols = images * pq;
+                        out.resize(self.k * cols, 0.0);
+                        matmul(&mut out, order, self.k, cols, crs, wv, b, false);
+                        for (i, yn) in yg.chunks_mut(kpq).enumerate() {
+                            for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
+                                match order {
+                                    Order::RowMajor => {
+                                        for (d, v) in dst.iter_mut().zip(&out[k * cols + i * pq..][..pq]) {
+                                            d.write(*v);
+                                        }
                                     }
-                                }
-                            }
-                            Order::ColumnMajor => {
-                                // Sequential writes, strided reads (the product is in cache).
-                                let src = &out[i * pq * self.k..][..pq * self.k];
-                                for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
-                                    for (d, v) in dst.iter_mut().zip(src[k..].iter().step_by(self.k)) {
-                                        d.write(*v);
+                                    // Strided reads of the transposed product (it is in cache).
+                                    Order::ColumnMajor => {
+                                        for (d, v) in
+                                            dst.iter_mut().zip(out[i * pq * self.k + k..].iter().step_by(self.k))
+                                        {
+                                            d.write(*v);
+                                        }
                                     }
                                 }
                             }
                         }
                     }
                     if let Some(bias) = bias {
-                        // SAFETY: every element of the group's output was written above.
+                        // SAFETY: the group's output was written whole, by `matmul_into` or the copy.
                         add_bias(unsafe { assume_written(yg) }, bias, pq);
                     }
                 }
@@ -538,10 +533,7 @@ impl CustomOp2 for BackwardWeight {
                     let colt = if images == 1 && g.direct() {
                         transposed(xg, crs, pq)
                     } else {
-                        col.resize(crs * cols, 0.0);
-                        for (j, xn) in xg.chunks(g.image()).enumerate() {
-                            g.im2col(xn, &mut col[j * pq..], cols);
-                        }
+                        let cols = g.im2col_group(xg, &mut col);
                         transposed(&col, crs, cols)
                     };
                     matmul(&mut dw, order, g.k, crs, cols, a, colt, i > 0);
