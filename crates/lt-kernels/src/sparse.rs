@@ -35,17 +35,19 @@ pub const SPARSE_BELOW: f64 = 0.1;
 /// lost at every density down to 1%: its fixed costs, the transposes, outweigh its products).
 pub const SPARSE_MIN_WEIGHTS: usize = 100_000;
 
-/// The kept weights of an (outputs × inputs) matrix, by rows and by columns.
+/// The kept weights of an (outputs × inputs) matrix, by rows and by columns. An entry is (the
+/// other index, the weight's position `o·inputs + i` in the row-major matrix), built once per
+/// pattern so that the products only read it; every index is in range by construction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pattern {
     outputs: usize,
     inputs: usize,
-    /// By rows (outputs): `cols[row_ptr[o]..row_ptr[o + 1]]` are row o's kept inputs.
+    /// By rows (outputs): `by_row[row_ptr[o]..row_ptr[o + 1]]` are row o's (input, position).
     row_ptr: Vec<usize>,
-    cols: Vec<u32>,
-    /// By columns (inputs): `rows[col_ptr[i]..col_ptr[i + 1]]` are column i's kept outputs.
+    by_row: Vec<(u32, usize)>,
+    /// By columns (inputs): `by_col[col_ptr[i]..col_ptr[i + 1]]` are column i's (output, position).
     col_ptr: Vec<usize>,
-    rows: Vec<u32>,
+    by_col: Vec<(u32, usize)>,
 }
 
 impl Pattern {
@@ -54,33 +56,33 @@ impl Pattern {
         if mask.len() != outputs * inputs || u32::try_from(outputs.max(inputs)).is_err() {
             candle_core::bail!("sparse pattern: a mask of {} values for {outputs} x {inputs} weights", mask.len())
         }
-        let (mut row_ptr, mut cols) = (vec![0], Vec::new());
+        let (mut row_ptr, mut by_row) = (vec![0], Vec::new());
         let mut per_col = vec![0usize; inputs];
-        for row in mask.chunks_exact(inputs.max(1)).take(outputs) {
+        for (o, row) in mask.chunks_exact(inputs.max(1)).take(outputs).enumerate() {
             for (i, _) in row.iter().enumerate().filter(|(_, m)| **m != 0.0) {
-                cols.push(i as u32);
+                by_row.push((i as u32, o * inputs + i));
                 per_col[i] += 1;
             }
-            row_ptr.push(cols.len());
+            row_ptr.push(by_row.len());
         }
         let mut col_ptr = vec![0usize; inputs + 1];
         for i in 0..inputs {
             col_ptr[i + 1] = col_ptr[i] + per_col[i];
         }
         let mut next = col_ptr.clone();
-        let mut rows = vec![0u32; cols.len()];
+        let mut by_col = vec![(0u32, 0usize); by_row.len()];
         for o in 0..outputs {
-            for &i in &cols[row_ptr[o]..row_ptr[o + 1]] {
-                rows[next[i as usize]] = o as u32;
+            for &(i, position) in &by_row[row_ptr[o]..row_ptr[o + 1]] {
+                by_col[next[i as usize]] = (o as u32, position);
                 next[i as usize] += 1;
             }
         }
-        Ok(Pattern { outputs, inputs, row_ptr, cols, col_ptr, rows })
+        Ok(Pattern { outputs, inputs, row_ptr, by_row, col_ptr, by_col })
     }
 
     /// Kept weights / all weights.
     pub fn density(&self) -> f64 {
-        self.cols.len() as f64 / (self.outputs * self.inputs).max(1) as f64
+        self.by_row.len() as f64 / (self.outputs * self.inputs).max(1) as f64
     }
 
     /// (outputs, inputs).
@@ -132,12 +134,15 @@ fn untranspose(t: &[f32], n: usize, f: usize) -> Vec<f32> {
 /// One output row of a sparse × dense product: `out = Σ_e w[weight(e)] · src[index(e)]`, rows
 /// of `src` being `cols` long (a multiple of [`BLOCK`]). The AVX2 version keeps the block's 64
 /// sums in eight registers and uses FMA (Rust does not contract `a * b + c` by itself).
-fn sparse_row(out: &mut [f32], entries: &[(u32, usize)], w: &[f32], src: &[f32], cols: usize) {
+///
+/// # Safety
+/// Every entry's weight position must be inside `w` and its row inside `src` ([`spmm`] checks
+/// the sizes once; a [`Pattern`]'s entries are in range by construction).
+unsafe fn sparse_row(out: &mut [f32], entries: &[(u32, usize)], w: &[f32], src: &[f32], cols: usize) {
     assert!(out.len() == cols && cols.is_multiple_of(BLOCK));
-    assert!(entries.iter().all(|&(i, p)| p < w.len() && (i as usize + 1) * cols <= src.len()));
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() {
-        // SAFETY: AVX2 and FMA are present; the asserts above bound every index the kernel reads.
+        // SAFETY: AVX2 and FMA are present; the caller bounds every index the kernel reads.
         return unsafe { sparse_row_avx2(out, entries, w, src, cols) };
     }
     for (o, block) in out.chunks_exact_mut(BLOCK).enumerate() {
@@ -224,16 +229,17 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 /// The sparse × dense product over the pattern's rows (`by_rows`: out = W · src, one row per
 /// output) or columns (out = Wᵀ · src, one row per input), `src` rows `cols` long.
 fn spmm(p: &Pattern, w: &[f32], src: &[f32], cols: usize, by_rows: bool) -> Vec<f32> {
-    let (rows_out, ptr) = if by_rows { (p.outputs, &p.row_ptr) } else { (p.inputs, &p.col_ptr) };
+    let (rows_out, src_rows, ptr, entries) = if by_rows {
+        (p.outputs, p.inputs, &p.row_ptr, &p.by_row)
+    } else {
+        (p.inputs, p.outputs, &p.col_ptr, &p.by_col)
+    };
+    assert!(w.len() == p.outputs * p.inputs && src.len() >= src_rows * cols);
     let mut out = vec![0f32; rows_out * cols];
-    out.par_chunks_mut(cols).enumerate().for_each_init(Vec::new, |entries, (r, row)| {
-        entries.clear();
-        if by_rows {
-            entries.extend(p.cols[ptr[r]..ptr[r + 1]].iter().map(|&i| (i, r * p.inputs + i as usize)));
-        } else {
-            entries.extend(p.rows[ptr[r]..ptr[r + 1]].iter().map(|&o| (o, o as usize * p.inputs + r)));
-        }
-        sparse_row(row, entries, w, src, cols);
+    out.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
+        // SAFETY: positions < outputs·inputs = w.len() and indices < src_rows (the pattern's
+        // construction), and src holds src_rows rows (asserted above).
+        unsafe { sparse_row(row, &entries[ptr[r]..ptr[r + 1]], w, src, cols) }
     });
     out
 }
@@ -309,7 +315,7 @@ impl SparseLinear {
             let p = &self.pattern;
             let mut dw = vec![0f32; o * i];
             dw.par_chunks_mut(i.max(1)).enumerate().for_each(|(r, row)| {
-                for &c in &p.cols[p.row_ptr[r]..p.row_ptr[r + 1]] {
+                for &(c, _) in &p.by_row[p.row_ptr[r]..p.row_ptr[r + 1]] {
                     row[c as usize] = dot(&gt[r * np..(r + 1) * np], &xt[c as usize * np..(c as usize + 1) * np]);
                 }
             });
@@ -423,8 +429,8 @@ mod tests {
     fn patterns_count_and_index_the_kept_weights() {
         let m = [1.0, 0.0, 1.0, 0.0, 0.0, 1.0];
         let p = Pattern::from_mask(&m, 2, 3).unwrap();
-        assert_eq!((p.row_ptr.clone(), p.cols.clone()), (vec![0, 2, 3], vec![0, 2, 2]));
-        assert_eq!((p.col_ptr.clone(), p.rows.clone()), (vec![0, 1, 1, 3], vec![0, 0, 1]));
+        assert_eq!((p.row_ptr.clone(), p.by_row.clone()), (vec![0, 2, 3], vec![(0, 0), (2, 2), (2, 5)]));
+        assert_eq!((p.col_ptr.clone(), p.by_col.clone()), (vec![0, 1, 1, 3], vec![(0, 0), (0, 2), (1, 5)]));
         assert!((p.density() - 0.5).abs() < 1e-12);
         let e = Pattern::from_mask(&m, 3, 3).unwrap_err().to_string();
         assert!(e.contains("a mask of 6 values for 3 x 3 weights"), "{e}");
