@@ -16,10 +16,7 @@ use crate::slices::{contiguous, with_slice};
 /// `x · wᵀ (+ b)` for `x` (N, I), `w` (O, I) and `b` (O), then `max(·, 0)` when `relu`;
 /// differentiable in all of them. Other ranks, devices and dtypes go through candle's ops.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-    let fast = x.device().is_cpu()
-        && x.rank() == 2
-        && [x.dtype(), w.dtype()].iter().chain(b.map(|b| b.dtype()).as_ref()).all(|d| *d == DType::F32);
-    if !fast {
+    if !fast_path(x, w, b) {
         let y = x.broadcast_matmul(&w.t()?)?;
         let y = match b {
             Some(b) => y.broadcast_add(b)?,
@@ -38,6 +35,14 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<
         Some(b) => apply3(&x, &w, &b.contiguous()?, op),
         None => apply2(&x, &w, op),
     }
+}
+
+/// Whether this crate computes the layer: a matrix input on the CPU, everything f32. Otherwise
+/// candle's ops do.
+pub(crate) fn fast_path(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
+    x.device().is_cpu()
+        && x.rank() == 2
+        && [x.dtype(), w.dtype()].iter().chain(b.map(|b| b.dtype()).as_ref()).all(|d| *d == DType::F32)
 }
 
 /// The gradient at a layer's product: `dy`, gated by the ReLU's output `y` when `relu`.

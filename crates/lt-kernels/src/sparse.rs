@@ -18,7 +18,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::linear::{column_sums, product_gradient};
+use crate::linear::{column_sums, fast_path, product_gradient};
 use crate::record::{apply2, apply3};
 use crate::simd::{add_into, relu_in_place};
 use crate::slices::{contiguous, with_slice};
@@ -252,11 +252,8 @@ pub fn sparse_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool, pat
     if pattern.dims() != (o, i) {
         candle_core::bail!("sparse linear: a pattern of {:?} for weights of {:?}", pattern.dims(), w.dims())
     }
-    let fast = x.device().is_cpu()
-        && x.rank() == 2
-        && x.dims()[1] == i
-        && [x.dtype(), w.dtype()].iter().chain(b.map(|b| b.dtype()).as_ref()).all(|d| *d == candle_core::DType::F32);
-    if !fast {
+    // A mismatched input goes to the dense layer too, which names the problem.
+    if !fast_path(x, w, b) || x.dims()[1] != i {
         return crate::linear(x, w, b, relu);
     }
     let op = SparseLinear { n: x.dims()[0], relu, pattern: pattern.clone() };
