@@ -91,10 +91,70 @@ fn fig5_fig3_and_fig4_smoke_runs_write_figure_data_and_report() {
     let stdout = text(&o.stdout);
     let k0: Vec<&str> =
         stdout.lines().filter(|l| l.contains("lenet r0 k=0:") && l.contains("iterations to train")).collect();
-    assert_eq!(k0.len(), 3, "{stdout}");
+    // The lottery run, data-order and pruning stability, and the barrier between copies 0 and 1.
+    assert_eq!(k0.len(), 4, "{stdout}");
     assert!(k0.iter().all(|l| l.ends_with(" 0 iterations to train")), "{stdout}");
+    // The sparse instability: the error barrier of the IMP subnetwork at every rewind point.
+    for k in &rewinds {
+        let hit = rows.iter().find(|r| r[4] == *k && r[2] == "imp" && r[7] == "data-order-barrier");
+        let value: f64 = hit.unwrap_or_else(|| panic!("k={k} barrier: {csv}"))[8].parse().unwrap();
+        assert!((-1.0..=1.0).contains(&value), "k={k} barrier = {value}");
+    }
     let report = std::fs::read_to_string(out4.join("report.md")).unwrap();
     assert!(report.contains("scale: **smoke**"), "{report}");
+}
+
+#[test]
+fn instability_smoke_run_reports_barriers_and_the_onset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("store"), dir.path().join("instability"));
+    let o = smoke("instability", "resnet18-standard", &store, &out);
+    let stdout = text(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
+    for f in ["figure.svg", "figure.png", "data.csv", "data.json", "report.md"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(out.join("data.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "figure,network,series,replicate,rewind,level,weights_remaining,metric,value");
+    let rows: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split(',').collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 9), "{csv}");
+    // Smoke: k = 0, 1, 2, 5 of T = 10; per k the barriers, the distance, both accuracies of both
+    // ends and the error at each of the 3 points of the line.
+    for k in ["0", "1", "2", "5"] {
+        for metric in [
+            "barrier-test",
+            "barrier-train",
+            "l2",
+            "angle",
+            "accuracy-running-bn-0",
+            "accuracy-recomputed-bn-1",
+            "test-error-at-0.000",
+            "test-error-at-0.500",
+            "train-error-at-1.000",
+        ] {
+            let hit = rows.iter().find(|r| r[4] == k && r[7] == metric);
+            let value: f64 = hit.unwrap_or_else(|| panic!("k={k} {metric}: {csv}"))[8].parse().unwrap();
+            assert!(value.is_finite(), "k={k} {metric} = {value}");
+        }
+    }
+    // The barrier is the largest rise of the line's error above the mean of its ends.
+    for k in ["0", "5"] {
+        let get = |m: &str| -> f64 { rows.iter().find(|r| r[4] == k && r[7] == m).unwrap()[8].parse().unwrap() };
+        let (e0, e5, e1) = (get("test-error-at-0.000"), get("test-error-at-0.500"), get("test-error-at-1.000"));
+        let ends = (e0 + e1) / 2.0;
+        let barrier = (e0 - ends).max(e5 - ends).max(e1 - ends);
+        assert!((get("barrier-test") - barrier).abs() < 1e-9, "k={k}: {csv}");
+    }
+    // The onset k* is printed and in the report, found or not.
+    let onset = |s: &str| s.contains("onset of stability k* =") || s.contains("no onset of stability in the grid");
+    assert!(onset(&stdout), "{stdout}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(onset(&report) && report.contains("running BN") && report.contains("recomputed BN"), "{report}");
+    // The copies are jobs of the store: a second run trains and measures nothing.
+    let o = smoke("instability", "resnet18-standard", &store, &out);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains("\n0 iterations to train; estimated 0 s"), "{}", text(&o.stdout));
 }
 
 #[test]

@@ -9,12 +9,16 @@
 //! Folders are named by a hash of the canonical hyperparameters (see [`spec`]); every file is
 //! written atomically.
 //!
+//! It also measures the instability of the dense network from W_k (the error barrier between two
+//! copies trained with different data orders; [`DenseRuns`]).
+//!
 //! It does not own training (`lt-train`), mask selection (`lt-prune`) or the distance math
 //! (`lt-stability`), and it prints nothing: progress goes through [`Event`]s.
 
 mod branch;
 mod data;
 mod error;
+mod instability;
 mod job;
 mod lottery;
 mod prune;
@@ -24,6 +28,7 @@ mod stability;
 pub use branch::{Branch, BranchKind, BranchSpec};
 pub use data::Data;
 pub use error::Error;
+pub use instability::{DenseRuns, Instability, Line, Probe};
 pub use job::{Context, DONE, Event, Exec, Init, Job, Outcome, checkpoint_weights, outcome, prepare};
 pub use lottery::{HPARAMS, Lottery, MASK, Planned};
 pub use spec::{LotterySpec, PruneSpec, TrainSpec};

@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 
-use lt_data::Loader;
 use lt_prune::Mask;
 use lt_stability::{Distances, MaskBits, Stats};
 use serde::{Deserialize, Serialize};
@@ -82,13 +81,19 @@ struct Subnet {
     name: &'static str,
     mask: Mask,
     base: Job,
+    /// Copies sit beside the base (`dense_from_k/data_order_S`, shared with the pruning partners)
+    /// rather than under it.
+    siblings: bool,
 }
 
 impl Subnet {
     fn copy(&self, seed: u64) -> Job {
         let mut job = self.base.clone();
         if seed != self.base.data_order_seed {
-            job.dir = self.base.dir.join(format!("data_order_{seed}"));
+            job.dir = match self.base.dir.parent() {
+                Some(parent) if self.siblings => parent.join(format!("data_order_{seed}")),
+                _ => self.base.dir.join(format!("data_order_{seed}")),
+            };
             job.label = format!("{}, data order {seed}", self.base.label);
             job.data_order_seed = seed;
             job.save_at = vec![];
@@ -100,19 +105,16 @@ impl Subnet {
 fn imp_subnet(run: &Lottery, level: u32) -> Result<Subnet, Error> {
     run.outcome(level)?;
     let mask = run.mask(level)?;
-    let base = if level == 0 && run.spec().rewind > 0 {
-        dense_partner(run, run.spec().train.data_order_seed)
-    } else {
-        run.level_job(level)?
-    };
-    Ok(Subnet { name: "imp", mask, base })
+    let siblings = level == 0 && run.spec().rewind > 0;
+    let base = if siblings { dense_partner(run, run.spec().train.data_order_seed) } else { run.level_job(level)? };
+    Ok(Subnet { name: "imp", mask, base, siblings })
 }
 
 fn random_subnet(run: &Lottery, level: u32, ctx: &mut Context) -> Result<Subnet, Error> {
     let branch = Branch::create(run, BranchSpec::new(BranchKind::RandomPrune))?;
     let base = branch.level_job(level, ctx)?;
     let mask = branch.mask(level, ctx)?;
-    Ok(Subnet { name: "random", mask, base })
+    Ok(Subnet { name: "random", mask, base, siblings: false })
 }
 
 /// The full network trained from W_k with data-order seed `seed`.
@@ -280,6 +282,10 @@ pub struct Interpolation {
     pub barrier: f64,
     /// Training batches used to recompute BatchNorm statistics at each point (0: none needed).
     pub bn_batches: u64,
+    /// The two copies' test accuracy from their own evaluation (BatchNorm running statistics;
+    /// `errors` recomputes the statistics at every point, the ends included).
+    #[serde(default)]
+    pub accuracy_running: Vec<f64>,
 }
 
 /// Linear-mode interpolation between copies 0 and 1 of level `level` at `points` evenly spaced
@@ -296,52 +302,34 @@ pub fn interpolate(
     if points < 2 {
         return Err(Error::Request(format!("an interpolation needs at least 2 points, got {points}")));
     }
+    let dir: PathBuf = run.dir().join("stability");
+    let file = dir.join(format!("interpolate-level_{level}-p{points}.json"));
+    if file.is_file() {
+        let text = std::fs::read_to_string(&file).map_err(Error::io(&file))?;
+        let done: Interpolation = serde_json::from_str(&text)
+            .map_err(|e| Error::Store { path: file.clone(), message: format!("unreadable: {e}") })?;
+        if done.bn_batches == bn_batches || done.bn_batches == 0 {
+            return Ok(done);
+        }
+    }
     let subnet = imp_subnet(run, level)?;
     let spec = &run.spec().train;
     let copies: Vec<Job> = seeds(run, 2).into_iter().map(|s| subnet.copy(s)).collect();
+    let mut accuracy_running = Vec::new();
     for copy in &copies {
-        job::run(spec, copy, ctx)?;
+        accuracy_running.push(job::run(spec, copy, ctx)?.accuracy);
     }
     let ends: Vec<_> = copies
         .iter()
         .map(|c| job::checkpoint_weights(&c.dir.join("final.safetensors"), None))
         .collect::<Result<_, _>>()?;
-    let device = ctx.exec.device.clone();
-    let model = job::new_model(spec, ctx.data, spec.seed, &device)?;
-    let has_bn = model.tensors().iter().any(|(_, k, _)| *k == lt_models::ParamKind::Buffer);
-    let bn_batches = if has_bn { bn_batches.max(1) } else { 0 };
-    let mut alphas = Vec::new();
-    let mut errors = Vec::new();
-    for i in 0..points {
-        let alpha = i as f64 / (points - 1) as f64;
-        let w = lt_stability::interpolate(&ends[0], &ends[1], alpha as f32)?;
-        let mut state = std::collections::HashMap::new();
-        for (name, _, var) in model.tensors() {
-            let mut values =
-                w.get(&name).cloned().ok_or_else(|| Error::Request(format!("checkpoint lacks tensor {name}")))?;
-            if name.ends_with("running_mean") {
-                values.fill(0.0);
-            } else if name.ends_with("running_var") {
-                values.fill(1.0);
-            }
-            state.insert(name, candle_core::Tensor::from_vec(values, var.dims(), &device)?);
-        }
-        model.load_state(&state)?;
-        if bn_batches > 0 {
-            let mut loader = Loader::new(ctx.data.train.clone(), spec.data_order_seed, spec.batch_size, &device)?;
-            for t in 0..bn_batches {
-                model.forward_t(&loader.batch(t)?.images, true)?;
-            }
-        }
-        let ev = lt_train::evaluate(&model, &ctx.data.test, lt_train::EVAL_BATCH, &device)?;
-        alphas.push(alpha);
-        errors.push(1.0 - ev.accuracy);
-    }
-    let barrier = lt_stability::error_barrier(&errors).unwrap_or(0.0);
-    let result = Interpolation { level, alphas, errors, barrier, bn_batches };
-    let dir: PathBuf = run.dir().join("stability");
+    let probe = crate::Probe { points, bn_batches, train_examples: 0 };
+    let line = crate::instability::errors_along(spec, ctx, &ends[0], &ends[1], &probe)?;
+    let barrier = line.test_barrier();
+    let (alphas, errors, bn_batches) = (line.alphas, line.test_errors, line.bn_batches);
+    let result = Interpolation { level, alphas, errors, barrier, bn_batches, accuracy_running };
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     let json = serde_json::to_string_pretty(&result).map_err(|e| Error::Request(e.to_string()))?;
-    lt_data::write_atomic(&dir.join(format!("interpolate-level_{level}-p{points}.json")), json.as_bytes())?;
+    lt_data::write_atomic(&file, json.as_bytes())?;
     Ok(result)
 }

@@ -137,9 +137,31 @@ pub struct Summary {
 
 /// Evaluates `model` on every example of `test`.
 pub fn evaluate(model: &Model, test: &Arc<Dataset>, batch_size: usize, device: &Device) -> Result<Evaluation, Error> {
+    evaluate_first(model, test, usize::MAX, batch_size, device)
+}
+
+/// Evaluates `model` on the first `limit` examples of `split` (all of them if it has fewer), with
+/// the evaluation transform (e.g. a training split's error without augmentation).
+pub fn evaluate_first(
+    model: &Model,
+    split: &Arc<Dataset>,
+    limit: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Evaluation, Error> {
     let (mut loss, mut correct, mut n) = (0f64, 0u64, 0usize);
-    for batch in test.eval_batches(batch_size, device)? {
+    for batch in split.eval_batches(batch_size, device)? {
+        if n >= limit {
+            break;
+        }
         let batch = batch?;
+        let keep = batch.indices.len().min(limit - n);
+        let (images, labels) = if keep < batch.indices.len() {
+            (batch.images.narrow(0, 0, keep)?, batch.labels.narrow(0, 0, keep)?)
+        } else {
+            (batch.images, batch.labels)
+        };
+        let batch = lt_data::Batch { images, labels, indices: batch.indices[..keep].to_vec() };
         let logits = model.forward_t(&batch.images, false)?;
         let b = batch.indices.len();
         loss += candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_scalar::<f32>()? as f64 * b as f64;

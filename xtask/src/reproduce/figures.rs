@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use lt_lottery::{BranchKind, BranchSpec, LotterySpec, Outcome, StabilityKind, StabilityReport};
+use lt_lottery::{
+    BranchKind, BranchSpec, Instability, Interpolation, LotterySpec, Outcome, Probe, StabilityKind, StabilityReport,
+    TrainSpec,
+};
 use lt_stability::Stats;
 use serde::Serialize;
 
@@ -19,6 +22,10 @@ pub enum Task {
     Branch { spec: LotterySpec, branch: BranchSpec, levels: Vec<u32> },
     /// Stability of one level, with the random control.
     Stability { spec: LotterySpec, level: u32, kind: StabilityKind, samples: usize },
+    /// The error barrier between data-order copies 0 and 1 of a level (its sparse instability).
+    Interpolate { spec: LotterySpec, level: u32, points: usize, bn_batches: u64 },
+    /// The dense network's instability from W_k for every k of `ks` (one pair of copies each).
+    Instability { train: TrainSpec, ks: Vec<u64>, probe: Probe },
 }
 
 impl Task {
@@ -26,21 +33,59 @@ impl Task {
         lt_lottery::spec::hash(self)
     }
 
-    pub fn spec(&self) -> &LotterySpec {
+    /// The lottery run a task belongs to (none for the dense instability).
+    pub fn lottery(&self) -> Option<&LotterySpec> {
         match self {
-            Task::Lottery { spec, .. } | Task::Branch { spec, .. } | Task::Stability { spec, .. } => spec,
+            Task::Lottery { spec, .. }
+            | Task::Branch { spec, .. }
+            | Task::Stability { spec, .. }
+            | Task::Interpolate { spec, .. } => Some(spec),
+            Task::Instability { .. } => None,
         }
+    }
+
+    /// The training setup.
+    pub fn train(&self) -> &TrainSpec {
+        match self {
+            Task::Instability { train, .. } => train,
+            t => &t.lottery().expect("every other task has a lottery run").train,
+        }
+    }
+
+    /// The iteration its jobs (other than level 0) start from.
+    pub fn rewind(&self) -> u64 {
+        self.lottery().map_or(0, |s| s.rewind)
     }
 
     /// Training iterations if nothing were done yet (stability: the extra copies and partners).
     pub fn iterations(&self) -> u64 {
-        let s = self.spec();
-        let (t, k) = (s.train.iterations, s.rewind);
+        let t = self.train().iterations;
+        let k = self.rewind();
         match self {
             Task::Lottery { levels, .. } => t + *levels as u64 * (t - k),
             Task::Branch { levels, .. } => levels.len() as u64 * (t - k),
             Task::Stability { kind: StabilityKind::DataOrder, samples, .. } => (2 * *samples as u64 - 1) * (t - k),
             Task::Stability { samples, .. } => (2 * *samples as u64) * (t - k),
+            // Copies 0 and 1 are the data-order stability's.
+            Task::Interpolate { .. } => 0,
+            Task::Instability { ks, .. } => {
+                ks.iter().map(|k| 2 * (t - k)).sum::<u64>() + ks.iter().max().copied().unwrap_or(0)
+            }
+        }
+    }
+
+    /// Examples passed forward for evaluation besides the one test evaluation per job (the
+    /// points of interpolations, with their BatchNorm batches), given the test split's size.
+    pub fn evaluation_examples(&self, test: usize) -> u64 {
+        let batch = self.train().batch_size as u64;
+        match self {
+            Task::Interpolate { points, bn_batches, .. } => *points as u64 * (test as u64 + bn_batches * batch),
+            Task::Instability { ks, probe, .. } => {
+                ks.len() as u64
+                    * probe.points as u64
+                    * (test as u64 + probe.train_examples as u64 + probe.bn_batches * batch)
+            }
+            _ => 0,
         }
     }
 }
@@ -51,6 +96,8 @@ pub enum TaskResult {
     Levels(Vec<Outcome>),
     Branch(Vec<(u32, Outcome)>),
     Stability(Box<StabilityReport>),
+    Interpolation(Interpolation),
+    Instability(Vec<Instability>),
 }
 
 pub type Results = BTreeMap<String, TaskResult>;
@@ -74,6 +121,8 @@ pub enum Kind {
     Stability { angle: bool },
     /// Stability and accuracy vs the rewind iteration.
     Rewind { angle: bool },
+    /// The dense network's instability (error barrier, L2) vs the rewind iteration.
+    Instability,
 }
 
 /// A figure at a scale: its panels (one network each) and what they show.
@@ -120,6 +169,19 @@ pub const DEFINITIONS: &[Definition] = &[
         title: "Figure 4: stability (L2) and accuracy vs the rewind iteration, IMP vs random",
         presets: ALL7,
         about: "IMP rewound to each of several iterations k, to the figure-3 sparsity; data-order and pruning stability and accuracy of IMP and random subnetworks.",
+    },
+    Definition {
+        name: "instability",
+        title: "Instability of the dense network: error barrier between two copies trained from W_k",
+        presets: &[
+            "resnet18-standard",
+            "resnet18-low",
+            "resnet18-warmup",
+            "vgg19-standard",
+            "vgg19-low",
+            "vgg19-warmup",
+        ],
+        about: "For each k of a grid from 0 to a fraction of T: two copies of the dense network trained from W_k with different data orders; the test (and train) error barrier on the line between their final weights (BatchNorm statistics recomputed at every point), their L2 distance and angle; the onset of stability k* (the first k from which the mean barrier stays under 2 points). Linear mode connectivity, Frankle et al., ICML 2020.",
     },
     Definition {
         name: "fig5",
@@ -183,6 +245,7 @@ impl Figure {
             "fig3" => Kind::Stability { angle: false },
             "fig10" => Kind::Stability { angle: true },
             "fig4" => Kind::Rewind { angle: false },
+            "instability" => Kind::Instability,
             _ => Kind::Rewind { angle: true },
         };
         Figure { name: def.name, title: def.title, kind, panels }
@@ -237,8 +300,16 @@ impl Figure {
                     Kind::Rewind { .. } => {
                         for k in rewind_points(setup) {
                             self.stability_tasks(setup, r, k, &mut tasks);
+                            let (points, bn_batches) = (setup.probe().points, setup.probe().bn_batches);
+                            let (spec, level) = (setup.lottery(r, k), setup.stability_level());
+                            tasks.push(Task::Interpolate { spec, level, points, bn_batches });
                         }
                     }
+                    Kind::Instability => tasks.push(Task::Instability {
+                        train: setup.train_spec(r),
+                        ks: setup.instability_points(),
+                        probe: setup.probe(),
+                    }),
                 }
             }
         }
@@ -259,6 +330,42 @@ impl Figure {
         });
         tasks.push(Task::Stability { spec, level, kind: StabilityKind::Pruning, samples: 1 });
     }
+}
+
+/// The rows of one pair of dense copies from W_k: barriers, distance, both accuracies of the ends,
+/// and the error at each point of the line.
+fn instability_rows(p: &Instability, row: &RowFn, rows: &mut Vec<Row>) {
+    let k = p.rewind;
+    let mut push = |metric: &str, value: f64| rows.push(row("dense", k, 0, 1.0, metric, value));
+    push("barrier-test", p.barrier);
+    if let Some(b) = p.train_barrier {
+        push("barrier-train", b);
+    }
+    push("l2", p.distance.total.l2);
+    push("angle", p.distance.total.angle);
+    for (i, (run, recomputed)) in p.accuracy_running.iter().zip(&p.accuracy_recomputed).enumerate() {
+        push(&format!("accuracy-running-bn-{i}"), *run);
+        push(&format!("accuracy-recomputed-bn-{i}"), *recomputed);
+    }
+    for (alpha, e) in p.path.alphas.iter().zip(&p.path.test_errors) {
+        push(&format!("test-error-at-{alpha:.3}"), *e);
+    }
+    for (alpha, e) in p.path.alphas.iter().zip(&p.path.train_errors) {
+        push(&format!("train-error-at-{alpha:.3}"), *e);
+    }
+}
+
+/// The onset of stability: the first k from which the mean test barrier stays under `threshold`
+/// (a fraction) at every larger k of the grid, with the barrier at each k. (A k under the threshold
+/// followed by one above it is noise, not stability.)
+pub fn onset(rows: &[Row], network: &str, threshold: f64) -> (Option<u64>, Vec<(u64, Stats)>) {
+    let mut by_k: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.network == network && r.metric == "barrier-test") {
+        by_k.entry(r.rewind).or_default().push(r.value);
+    }
+    let barriers: Vec<(u64, Stats)> = by_k.iter().filter_map(|(k, v)| Some((*k, stats(v)?))).collect();
+    let stable_from = barriers.iter().rposition(|(_, s)| s.mean >= threshold).map_or(0, |i| i + 1);
+    (barriers.get(stable_from).map(|(k, _)| *k), barriers)
 }
 
 /// Makes a row from (series, rewind, level, density, metric, value).
@@ -314,6 +421,15 @@ fn point(x: f64, s: Stats) -> Point {
     Point { x, y: s.mean, lo: s.min, hi: s.max }
 }
 
+/// Mean [min, max] of `metric` for `series` of `network` at each rewind point (× `scale`).
+fn by_rewind(rows: &[Row], network: &str, series: &str, metric: &str, scale: f64) -> Vec<Point> {
+    let mut by_k: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.network == network && r.series == series && r.metric == metric) {
+        by_k.entry(r.rewind).or_default().push(scale * r.value);
+    }
+    by_k.iter().filter_map(|(k, v)| Some(point(*k as f64, stats(v)?))).collect()
+}
+
 impl Figure {
     /// The CSV rows of the results.
     pub fn rows(&self, results: &Results) -> Vec<Row> {
@@ -365,6 +481,40 @@ impl Figure {
                     Kind::Rewind { .. } => {
                         for k in rewind_points(setup) {
                             self.stability_rows(setup, r, k, results, &mut rows, &row);
+                            let (spec, level) = (setup.lottery(r, k), setup.stability_level());
+                            let probe = setup.probe();
+                            let task = Task::Interpolate {
+                                spec: spec.clone(),
+                                level,
+                                points: probe.points,
+                                bn_batches: probe.bn_batches,
+                            };
+                            if let Some(TaskResult::Interpolation(i)) = find(results, &task) {
+                                let density = rows
+                                    .iter()
+                                    .rev()
+                                    .find(|x| x.network == network && x.series == "imp" && x.rewind == spec.rewind)
+                                    .map_or(0.0, |x| x.weights_remaining / 100.0);
+                                rows.push(row("imp", spec.rewind, level, density, "data-order-barrier", i.barrier));
+                            }
+                            let levels = Task::Lottery { spec: spec.clone(), levels: level };
+                            if let Some(TaskResult::Levels(o)) = find(results, &levels)
+                                && let Some(dense) = o.first()
+                            {
+                                rows.push(row("dense", spec.rewind, 0, 1.0, "accuracy", dense.accuracy));
+                            }
+                        }
+                    }
+                    Kind::Instability => {
+                        let task = Task::Instability {
+                            train: setup.train_spec(r),
+                            ks: setup.instability_points(),
+                            probe: setup.probe(),
+                        };
+                        if let Some(TaskResult::Instability(points)) = find(results, &task) {
+                            for p in points {
+                                instability_rows(p, &row, &mut rows);
+                            }
                         }
                     }
                 }
@@ -507,39 +657,120 @@ impl Figure {
                     for (what, ylabel) in [
                         (format!("data-order-{metric}"), "data-order stability"),
                         (format!("pruning-{metric}"), "pruning stability"),
+                        ("data-order-barrier".to_string(), "error barrier (points)"),
                         ("accuracy-mean".to_string(), "test accuracy (%)"),
                     ] {
-                        let series = ["imp", "random"]
+                        let scale = if what.starts_with("accuracy") || what.ends_with("barrier") { 100.0 } else { 1.0 };
+                        let subs: &[&str] = if what.ends_with("barrier") { &["imp"] } else { &["imp", "random"] };
+                        let series = subs
                             .iter()
                             .enumerate()
-                            .map(|(i, sub)| {
-                                let mut by_k: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-                                for r in
-                                    rows.iter().filter(|r| r.network == net && r.series == *sub && r.metric == what)
-                                {
-                                    let scale = if what.starts_with("accuracy") { 100.0 } else { 1.0 };
-                                    by_k.entry(r.rewind).or_default().push(scale * r.value);
-                                }
-                                Series {
-                                    name: if *sub == "imp" { "IMP".into() } else { "random pruning".into() },
-                                    color: COLORS[i],
-                                    dashed: false,
-                                    // k = 0 sits at the left edge of a linear axis.
-                                    points: by_k
-                                        .iter()
-                                        .filter_map(|(k, v)| Some(point(*k as f64, stats(v)?)))
-                                        .collect(),
-                                }
+                            .map(|(i, sub)| Series {
+                                name: if *sub == "imp" { "IMP".into() } else { "random pruning".into() },
+                                color: COLORS[i],
+                                dashed: false,
+                                // k = 0 sits at the left edge of a linear axis.
+                                points: by_rewind(rows, net, sub, &what, scale),
                             })
                             .collect();
+                        // The unpruned network's accuracy (level 0 of every rewind point's run).
+                        let band = if what.starts_with("accuracy") {
+                            let dense: Vec<f64> = rows
+                                .iter()
+                                .filter(|r| r.network == net && r.series == "dense" && r.metric == "accuracy")
+                                .map(|r| 100.0 * r.value)
+                                .collect();
+                            stats(&dense).map(|s| Band { name: "unpruned".into(), mean: s.mean, lo: s.min, hi: s.max })
+                        } else {
+                            None
+                        };
                         charts.push(Chart {
                             title: format!("{net}: {ylabel}"),
                             x_label: "rewind iteration k".into(),
                             y_label: ylabel.into(),
                             series,
+                            band,
                             ..Default::default()
                         });
                     }
+                }
+            }
+            Kind::Instability => {
+                for setup in &self.panels {
+                    let net = setup.preset.name;
+                    let ks = setup.instability_points();
+                    let categories: Vec<String> = ks.iter().map(|k| k.to_string()).collect();
+                    // k on categorical positions: the grid is roughly geometric.
+                    let at_k = |metric: &str, scale: f64| -> Vec<Point> {
+                        by_rewind(rows, net, "dense", metric, scale)
+                            .into_iter()
+                            .filter_map(|p| Some(Point { x: ks.iter().position(|k| *k as f64 == p.x)? as f64, ..p }))
+                            .collect()
+                    };
+                    let mut barrier = vec![Series {
+                        name: "test".into(),
+                        color: COLORS[0],
+                        dashed: false,
+                        points: at_k("barrier-test", 100.0),
+                    }];
+                    let train = at_k("barrier-train", 100.0);
+                    if !train.is_empty() {
+                        barrier.push(Series { name: "train".into(), color: COLORS[1], dashed: true, points: train });
+                    }
+                    charts.push(Chart {
+                        title: format!("{net}: error barrier"),
+                        x_label: "rewind iteration k".into(),
+                        y_label: "barrier (points)".into(),
+                        categories: categories.clone(),
+                        series: barrier,
+                        band: Some(Band { name: "2-point threshold".into(), mean: 2.0, lo: 2.0, hi: 2.0 }),
+                        ..Default::default()
+                    });
+                    charts.push(Chart {
+                        title: format!("{net}: L2 distance of the copies"),
+                        x_label: "rewind iteration k".into(),
+                        y_label: "L2 distance".into(),
+                        categories,
+                        series: vec![Series {
+                            name: "dense".into(),
+                            color: COLORS[0],
+                            dashed: false,
+                            points: at_k("l2", 1.0),
+                        }],
+                        ..Default::default()
+                    });
+                    // Test error along the line, one curve per k.
+                    let series = ks
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| {
+                            let mut by_alpha: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+                            for r in rows.iter().filter(|r| {
+                                r.network == net && r.rewind == *k && r.metric.starts_with("test-error-at-")
+                            }) {
+                                by_alpha
+                                    .entry(r.metric.trim_start_matches("test-error-at-").to_string())
+                                    .or_default()
+                                    .push(100.0 * r.value);
+                            }
+                            Series {
+                                name: format!("k = {k}"),
+                                color: COLORS[i % COLORS.len()],
+                                dashed: i >= COLORS.len(),
+                                points: by_alpha
+                                    .iter()
+                                    .filter_map(|(a, v)| Some(point(a.parse().ok()?, stats(v)?)))
+                                    .collect(),
+                            }
+                        })
+                        .collect();
+                    charts.push(Chart {
+                        title: format!("{net}: test error along the line"),
+                        x_label: "interpolation α".into(),
+                        y_label: "test error (%)".into(),
+                        series,
+                        ..Default::default()
+                    });
                 }
             }
         }
@@ -549,7 +780,8 @@ impl Figure {
     pub fn columns(&self) -> usize {
         match self.kind {
             Kind::Stability { .. } => 2,
-            Kind::Rewind { .. } => 3,
+            Kind::Rewind { .. } => 4,
+            Kind::Instability => 3,
             Kind::Accuracy { .. } => 3.min(self.panels.len()),
         }
     }

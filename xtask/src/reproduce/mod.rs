@@ -30,10 +30,10 @@ use setup::{Scale, Setup};
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask reproduce",
-    after_help = "figures: fig1 fig3 fig4 fig5 fig9 fig10 fig11 (`cargo xtask reproduce FIG --help` shows each plan)"
+    after_help = "figures: fig1 fig3 fig4 fig5 fig9 fig10 fig11 instability (`cargo xtask reproduce FIG --help` shows each plan)"
 )]
 struct Args {
-    /// fig1, fig3, fig4, fig5, fig9, fig10 or fig11.
+    /// fig1, fig3, fig4, fig5, fig9, fig10, fig11 or instability.
     figure: String,
     /// paper: the exact protocol; small: shortened to run on one CPU; smoke: minutes, on the bundled sample.
     #[arg(long, value_enum, default_value = "small")]
@@ -71,20 +71,42 @@ fn figure_help(name: &str) -> Result<String> {
         let fig = Figure::new(def, panels);
         let tasks = fig.tasks();
         let iters: u64 = tasks.iter().map(Task::iterations).sum();
-        let ms: f64 = tasks
-            .iter()
-            .map(|t| {
-                let setup = fig.panels.iter().find(|p| p.preset.name == t.spec().train.preset);
-                // Training, plus one evaluation of the test set (forward only, about a third of a
-                // training step per example) per job.
-                setup.map_or(0.0, |p| {
-                    let jobs = t.iterations().div_ceil(p.iterations.max(1)) as f64;
-                    let test = if p.dataset.ends_with("sample") { 500.0 } else { 10_000.0 };
-                    (t.iterations() as f64 * p.batch as f64 + jobs * test / 3.0) * p.ms_per_example()
-                })
-            })
-            .sum();
+        let mut per_network: Vec<(&str, f64)> = fig.panels.iter().map(|p| (p.preset.name, 0.0)).collect();
+        for t in &tasks {
+            if let Some((p, ms)) = fig
+                .panels
+                .iter()
+                .zip(per_network.iter_mut())
+                .find(|(p, _)| p.preset.name == t.train().preset)
+            {
+                let test = if p.dataset.ends_with("sample") { 500 } else { 10_000 };
+                ms.1 += estimate_seconds(t, t.iterations(), p.ms_per_example() * p.batch as f64, test);
+            }
+        }
+        let ms: f64 = per_network.iter().map(|(_, ms)| ms).sum();
         let first = &fig.panels[0];
+        let each: Vec<String> = per_network.iter().map(|(n, ms)| format!("{n} {}", human(ms / 1e3))).collect();
+        let each = (per_network.len() > 1 && scale == Scale::Small)
+            .then(|| format!("         (per network, e.g. one per sitting with --only: {})\n", each.join(", ")));
+        if def.name == "instability" {
+            let probe = first.probe();
+            let _ = writeln!(
+                s,
+                "  {:<6} {} tasks, {iters} training iterations, about {}; e.g. {}: T = {}, batch {}, {} replicate(s), k = {:?}, {} points per line, dataset {}",
+                scale.name(),
+                tasks.len(),
+                human(ms / 1e3),
+                first.preset.name,
+                first.iterations,
+                first.batch,
+                first.replicates,
+                first.instability_points(),
+                probe.points,
+                first.dataset
+            );
+            s.push_str(each.as_deref().unwrap_or(""));
+            continue;
+        }
         let _ = writeln!(
             s,
             "  {:<6} {} tasks, {iters} training iterations, about {}; e.g. {}: T = {}, batch {}, {} replicate(s), {} levels (curves) / level {} (stability), dataset {}",
@@ -99,6 +121,7 @@ fn figure_help(name: &str) -> Result<String> {
             first.stability_level(),
             first.dataset
         );
+        s.push_str(each.as_deref().unwrap_or(""));
     }
     s.push_str("\nThe small scale's estimate is for every network; `--only lenet` (or another preset) runs one row.\nsmall and paper use the paper's dataset (CIFAR-10: `lt data fetch cifar10`) unless --dataset names another (e.g. fashion-mnist).\n");
     Ok(s)
@@ -173,7 +196,7 @@ pub fn run(raw: &[String]) -> Result<()> {
     // Open each dataset once; measure a step of each network for the estimate.
     let mut datas: Vec<(String, Option<usize>, Data)> = Vec::new();
     for t in &tasks {
-        let s = &t.spec().train;
+        let s = t.train();
         if !datas.iter().any(|(d, n, _)| d == &s.dataset && n == &s.train_examples) {
             let data = Data::open(&s.dataset, s.train_examples, &loc).with_context(|| {
                 format!("opening {} (CIFAR-10: `lt data fetch cifar10`; or choose --dataset)", s.dataset)
@@ -182,7 +205,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         }
     }
     let data_for = |t: &Task| -> Result<&Data> {
-        let s = &t.spec().train;
+        let s = t.train();
         datas.iter().find(|(d, n, _)| d == &s.dataset && n == &s.train_examples).map(|(_, _, d)| d).context("data")
     };
     let mut seconds_per_iteration = std::collections::BTreeMap::new();
@@ -194,7 +217,7 @@ pub fn run(raw: &[String]) -> Result<()> {
     // A branch trains its lottery run first, unless an earlier task of the plan is that run.
     let planned = |i: usize, t: &Task| {
         tasks[..i].iter().any(|e| {
-            matches!(e, Task::Lottery { spec, levels } if spec == t.spec() && match t {
+            matches!(e, Task::Lottery { spec, levels } if Some(spec) == t.lottery() && match t {
                 Task::Branch { levels: l, .. } => l.iter().all(|l| l <= levels),
                 _ => false,
             })
@@ -206,16 +229,15 @@ pub fn run(raw: &[String]) -> Result<()> {
         .map(|(i, t)| Ok((i, remaining_iterations(t, &args.store, planned(i, t))?)))
         .collect::<Result<_>>()?;
     let total_todo: u64 = todo.iter().map(|(_, n)| n).sum();
-    // Training, plus one evaluation of the test set per run (forward only: about a third of a
-    // training step per example), plus 15% for checkpoints and everything else.
+    // Training and evaluation, plus 15% for checkpoints and everything else.
     let estimate: f64 = todo
         .iter()
         .map(|(i, n)| {
-            let s = &tasks[*i].spec().train;
-            let step = seconds_per_iteration.get(s.preset.as_str()).copied().unwrap_or(0.0);
-            let runs = n.div_ceil((s.iterations - tasks[*i].spec().rewind).max(1)) as f64;
-            let test = data_for(&tasks[*i]).map_or(0, |d| d.test.len()) as f64;
-            *n as f64 * step + runs * test * step / s.batch_size as f64 / 3.0
+            let t = &tasks[*i];
+            let step = seconds_per_iteration.get(t.train().preset.as_str()).copied().unwrap_or(0.0);
+            let test = data_for(t).map_or(0, |d| d.test.len());
+            // A measured interpolation is not evaluated again.
+            if measured(t, &args.store) { 0.0 } else { estimate_seconds(t, *n, step * 1e3, test) / 1e3 }
         })
         .sum::<f64>()
         * 1.15;
@@ -239,7 +261,7 @@ pub fn run(raw: &[String]) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} it  {msg}  eta {eta}")?.progress_chars("=> "));
     // One evaluation per job (at its end): evaluating a CIFAR network on 10,000 test images costs
     // as much as many training steps. Checkpoints every tenth of a job, for resuming after a kill.
-    let longest = tasks.iter().map(|t| t.spec().train.iterations).max().unwrap_or(1);
+    let longest = tasks.iter().map(|t| t.train().iterations).max().unwrap_or(1);
     let exec = Exec { eval_every: u64::MAX, checkpoint_every: (longest / 10).max(1), ..Exec::default() };
     let mut results = Results::new();
     for (i, task) in tasks.iter().enumerate() {
@@ -271,6 +293,11 @@ pub fn run(raw: &[String]) -> Result<()> {
 
     let rows = fig.rows(&results);
     write_outputs(&fig, &args, &out, &tasks, &rows, &datas, (&version, started.elapsed().as_secs_f64()))?;
+    if fig.name == "instability" {
+        for line in onset_lines(&fig, &rows) {
+            println!("{line}");
+        }
+    }
     println!("done in {}: {}", human(started.elapsed().as_secs_f64()), out.display());
     Ok(())
 }
@@ -283,10 +310,29 @@ fn say(bar: &ProgressBar, line: String) {
     }
 }
 
+/// Milliseconds to train `iterations` of `task` and run its evaluations, from the cost of one
+/// training step: an evaluation passes an example forward only, about a third of a training step
+/// per example; one test evaluation per job, plus the task's interpolation points.
+fn estimate_seconds(task: &Task, iterations: u64, step_ms: f64, test: usize) -> f64 {
+    let s = task.train();
+    let per_example = step_ms / s.batch_size.max(1) as f64;
+    let jobs = iterations.div_ceil((s.iterations - task.rewind()).max(1)) as f64;
+    let forward = jobs * test as f64 + task.evaluation_examples(test) as f64;
+    iterations as f64 * step_ms + forward * per_example / 3.0
+}
+
 fn describe(t: &Task) -> String {
-    let s = t.spec();
-    let base = format!("{} r{} k={}", s.train.preset, s.train.seed, s.rewind);
+    let s = t.train();
+    let base = format!("{} r{} k={}", s.preset, s.seed, t.rewind());
     match t {
+        Task::Instability { ks, probe, .. } => format!(
+            "{} r{}: dense instability at k = {}, {} points",
+            s.preset,
+            s.seed,
+            ks.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            probe.points
+        ),
+        Task::Interpolate { level, points, .. } => format!("{base}: error barrier at level {level}, {points} points"),
         Task::Lottery { levels, .. } => format!("{base}: IMP levels 0-{levels}"),
         Task::Branch { branch, levels, .. } => {
             format!(
@@ -305,7 +351,20 @@ fn describe(t: &Task) -> String {
 /// Iterations a task still has to train (an upper bound for stability tasks whose copies are
 /// partly done); a branch's lottery run counts unless `run_planned` (an earlier task trains it).
 fn remaining_iterations(t: &Task, store: &Path, run_planned: bool) -> Result<u64> {
-    let spec = t.spec();
+    let spec = match t {
+        Task::Instability { train, ks, probe } => {
+            let runs = lt_lottery::DenseRuns::folder(store, train);
+            if !runs.exists() {
+                return Ok(t.iterations());
+            }
+            let runs = lt_lottery::DenseRuns::create(store, train.clone())?;
+            let measured = ks.iter().map(|k| runs.result(*k, probe)).collect::<Result<Vec<_>, _>>()?;
+            return Ok(if measured.iter().all(Option::is_some) { 0 } else { runs.remaining(ks)? });
+        }
+        // Copies 0 and 1 come from the data-order stability task before it.
+        Task::Interpolate { .. } => return Ok(0),
+        t => t.lottery().context("a lottery task")?,
+    };
     let dir = store.join("lottery").join(spec.id());
     let (tt, k) = (spec.train.iterations, spec.rewind);
     Ok(match t {
@@ -331,7 +390,26 @@ fn remaining_iterations(t: &Task, store: &Path, run_planned: bool) -> Result<u64
                 .count() as u64
                 * (tt - k)
         }
+        Task::Interpolate { .. } | Task::Instability { .. } => 0,
     })
+}
+
+/// Whether a task's interpolations are all on disk (tasks without any: whether nothing is left).
+fn measured(t: &Task, store: &Path) -> bool {
+    match t {
+        Task::Interpolate { spec, level, points, .. } => store
+            .join("lottery")
+            .join(spec.id())
+            .join("stability")
+            .join(format!("interpolate-level_{level}-p{points}.json"))
+            .is_file(),
+        Task::Instability { train, ks, probe } => {
+            lt_lottery::DenseRuns::folder(store, train).exists()
+                && lt_lottery::DenseRuns::create(store, train.clone())
+                    .is_ok_and(|r| ks.iter().all(|k| r.result(*k, probe).is_ok_and(|m| m.is_some())))
+        }
+        _ => false,
+    }
 }
 
 fn run_task(task: &Task, store: &Path, ctx: &mut Context) -> Result<TaskResult> {
@@ -350,6 +428,14 @@ fn run_task(task: &Task, store: &Path, ctx: &mut Context) -> Result<TaskResult> 
                 lt_lottery::StabilityKind::Pruning => lt_lottery::pruning(&run, *level, *samples, true, ctx)?,
             };
             TaskResult::Stability(Box::new(report))
+        }
+        Task::Interpolate { spec, level, points, bn_batches } => {
+            let run = Lottery::create(store, spec.clone())?;
+            TaskResult::Interpolation(lt_lottery::interpolate(&run, *level, *points, *bn_batches, ctx)?)
+        }
+        Task::Instability { train, ks, probe } => {
+            let runs = lt_lottery::DenseRuns::create(store, train.clone())?;
+            TaskResult::Instability(runs.measure(ks, probe, ctx)?)
         }
     })
 }
@@ -432,6 +518,89 @@ fn fmt_stats(s: Option<lt_stability::Stats>, scale: f64) -> String {
     s.map_or("-".into(), |s| format!("{:.2} [{:.2}, {:.2}]", scale * s.mean, scale * s.min, scale * s.max))
 }
 
+/// The onset-of-stability threshold: a mean test error barrier under 2 points.
+const ONSET: f64 = 0.02;
+
+/// The onset k* of each panel, as a sentence.
+fn onset_lines(fig: &Figure, rows: &[Row]) -> Vec<String> {
+    fig.panels
+        .iter()
+        .map(|p| {
+            let net = p.preset.name;
+            let (k, barriers) = figures::onset(rows, net, ONSET);
+            let t = p.iterations;
+            match (k, barriers.is_empty()) {
+                (_, true) => format!("{net}: not measured"),
+                (Some(k), _) => format!(
+                    "{net}: onset of stability k* = {k} of T = {t} ({:.1}% of training): the first k from which the mean test error barrier stays under {:.0} points",
+                    100.0 * k as f64 / t as f64,
+                    100.0 * ONSET
+                ),
+                (None, _) => format!(
+                    "{net}: no onset of stability in the grid: the mean test error barrier is still {:.2} points (at least {:.0}) at its last k = {}",
+                    barriers.last().map_or(0.0, |(_, s)| 100.0 * s.mean),
+                    100.0 * ONSET,
+                    barriers.last().map_or(0, |(k, _)| *k)
+                ),
+            }
+        })
+        .collect()
+}
+
+fn instability_report(fig: &Figure, rows: &[Row], r: &mut String) {
+    let _ = writeln!(
+        r,
+        "Mean [min, max] over replicates (one pair of copies from W_k per replicate). Barriers and accuracies in points (%). \
+         Every point of the line, the ends included, is evaluated with BatchNorm statistics recomputed from training batches \
+         (the line's interior has no running statistics of its own); the copies' own evaluation uses the running statistics \
+         accumulated while training, and is shown beside it: where they differ, the running statistics lag behind the weights \
+         (a high learning rate moves the weights faster than their momentum-0.1 average follows). The barriers and the figure \
+         use the recomputed statistics.\n"
+    );
+    for line in onset_lines(fig, rows) {
+        let _ = writeln!(r, "- **{line}**");
+    }
+    for p in &fig.panels {
+        let net = p.preset.name;
+        let probe = p.probe();
+        let _ = writeln!(
+            r,
+            "\n### {net} (T = {}, {} points on the line, BatchNorm recomputed from {} batches, train error on the first {} training examples)\n",
+            p.iterations, probe.points, probe.bn_batches, probe.train_examples
+        );
+        let _ = writeln!(
+            r,
+            "| k | % of T | test barrier | train barrier | L2 distance | angle (deg) | accuracy, recomputed BN | accuracy, running BN |"
+        );
+        let _ = writeln!(r, "|---|---|---|---|---|---|---|---|");
+        for k in p.instability_points() {
+            let get = |f: &dyn Fn(&str) -> bool| mean_of(rows, |x| x.network == net && x.rewind == k && f(&x.metric));
+            let barrier = get(&|m| m == "barrier-test");
+            if barrier.is_none() {
+                continue;
+            }
+            let _ = writeln!(
+                r,
+                "| {k} | {:.1}% | {} | {} | {} | {} | {} | {} |",
+                100.0 * k as f64 / p.iterations as f64,
+                fmt_stats(barrier, 100.0),
+                fmt_stats(get(&|m| m == "barrier-train"), 100.0),
+                fmt_stats(get(&|m| m == "l2"), 1.0),
+                fmt_stats(get(&|m| m == "angle"), 1.0),
+                fmt_stats(get(&|m| m.starts_with("accuracy-recomputed-bn")), 100.0),
+                fmt_stats(get(&|m| m.starts_with("accuracy-running-bn")), 100.0),
+            );
+        }
+    }
+    let _ = writeln!(
+        r,
+        "\nThe follow-up paper (Frankle et al., ICML 2020, CIFAR-10, full training): the dense ResNet-20 and VGG-16 are unstable at k = 0 \
+         and become stable (barrier ≈ 0) early in training, at about 3% of it for ResNet-20 (k ≈ 2,000 of 63,000 iterations) \
+         and 1.5% for VGG-16; LeNet on MNIST is stable from k = 0. *Stabilizing the Lottery Ticket Hypothesis* finds that IMP \
+         needs rewinding to about that point: k = 500 (ResNet-20) and 100 (VGG-19) at T = 30,000 and 112,000."
+    );
+}
+
 fn write_outputs(
     fig: &Figure,
     args: &Args,
@@ -503,6 +672,7 @@ fn write_outputs(
     }
     let _ = writeln!(r, "\n## Values\n");
     match fig.name {
+        "instability" => instability_report(fig, rows, &mut r),
         "fig3" | "fig10" => {
             let m = if fig.name == "fig3" { "l2" } else { "angle" };
             let _ = writeln!(r, "Mean [min, max] over samples ({m}); the paper's values (L2, Figure 3) beside them.\n");
