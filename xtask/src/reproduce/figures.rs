@@ -11,7 +11,7 @@ use lt_stability::Stats;
 use serde::Serialize;
 
 use super::plot::{Band, COLORS, Chart, Point, Series};
-use super::setup::{Family, Setup};
+use super::setup::Setup;
 
 /// One unit of work, idempotent in the experiment store.
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +107,7 @@ pub type Results = BTreeMap<String, TaskResult>;
 pub struct Curve {
     pub name: String,
     pub dashed: bool,
-    /// The rewind point in the paper's iterations.
+    /// The rewind point (an iteration of the figure's scale).
     pub k: u64,
     pub branch: Option<BranchKind>,
 }
@@ -213,16 +213,9 @@ pub fn definition(name: &str) -> Option<&'static Definition> {
     DEFINITIONS.iter().find(|d| d.name == name)
 }
 
-/// The paper's rewind points for figure 4 by family.
+/// Figure 4's rewind points (iterations of the setup's scale).
 fn rewind_points(setup: &Setup) -> Vec<u64> {
-    let paper: &[u64] = match setup.family {
-        Family::Vgg => &[0, 25, 50, 100, 250, 500, 1000],
-        _ => &[0, 100, 250, 500, 1000, 2000],
-    };
-    let mut ks: Vec<u64> = paper.to_vec();
-    // Scaled points that coincide are one point.
-    ks.dedup_by_key(|k| setup.scaled(*k));
-    ks
+    setup.rewind_points()
 }
 
 impl Figure {
@@ -256,17 +249,17 @@ impl Figure {
         match &self.kind {
             Kind::Accuracy { curves } if !curves.is_empty() => curves.clone(),
             _ => {
-                let k = if setup.family == Family::Vgg { 100 } else { 500 };
+                let k = setup.fig5_rewind();
                 vec![
                     Curve { name: "IMP reset to iteration 0".into(), dashed: false, k: 0, branch: None },
                     Curve {
-                        name: format!("IMP rewound to iteration {}", setup.scaled(k)),
+                        name: format!("IMP rewound to iteration {k}"),
                         dashed: false,
                         k,
                         branch: None,
                     },
                     Curve {
-                        name: format!("random reinit (rewound to {})", setup.scaled(k)),
+                        name: format!("random reinit (rewound to {k})"),
                         dashed: true,
                         k,
                         branch: Some(BranchKind::Reinit),
@@ -358,9 +351,9 @@ fn instability_rows(p: &Instability, row: &RowFn, rows: &mut Vec<Row>) {
 /// The onset of stability: the first k from which the mean test barrier stays under `threshold`
 /// (a fraction) at every larger k of the grid, with the barrier at each k. (A k under the threshold
 /// followed by one above it is noise, not stability.)
-pub fn onset(rows: &[Row], network: &str, threshold: f64) -> (Option<u64>, Vec<(u64, Stats)>) {
+pub fn onset(rows: &[Row], network: &str, metric: &str, threshold: f64) -> (Option<u64>, Vec<(u64, Stats)>) {
     let mut by_k: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.network == network && r.metric == "barrier-test") {
+    for r in rows.iter().filter(|r| r.network == network && r.metric == metric) {
         by_k.entry(r.rewind).or_default().push(r.value);
     }
     let barriers: Vec<(u64, Stats)> = by_k.iter().filter_map(|(k, v)| Some((*k, stats(v)?))).collect();
@@ -722,6 +715,7 @@ impl Figure {
                         x_label: "rewind iteration k".into(),
                         y_label: "barrier (points)".into(),
                         categories: categories.clone(),
+                        connect: true,
                         series: barrier,
                         band: Some(Band { name: "2-point threshold".into(), mean: 2.0, lo: 2.0, hi: 2.0 }),
                         ..Default::default()
@@ -731,6 +725,7 @@ impl Figure {
                         x_label: "rewind iteration k".into(),
                         y_label: "L2 distance".into(),
                         categories,
+                        connect: true,
                         series: vec![Series {
                             name: "dense".into(),
                             color: COLORS[0],
@@ -766,7 +761,7 @@ impl Figure {
                         .collect();
                     charts.push(Chart {
                         title: format!("{net}: test error along the line"),
-                        x_label: "interpolation α".into(),
+                        x_label: "interpolation alpha".into(),
                         y_label: "test error (%)".into(),
                         series,
                         ..Default::default()

@@ -521,13 +521,15 @@ fn fmt_stats(s: Option<lt_stability::Stats>, scale: f64) -> String {
 /// The onset-of-stability threshold: a mean test error barrier under 2 points.
 const ONSET: f64 = 0.02;
 
-/// The onset k* of each panel, as a sentence.
+/// The onset k* of each panel, as a sentence (the dense network's for the instability figure,
+/// the IMP subnetwork's for fig4 and fig11).
 fn onset_lines(fig: &Figure, rows: &[Row]) -> Vec<String> {
+    let metric = if fig.name == "instability" { "barrier-test" } else { "data-order-barrier" };
     fig.panels
         .iter()
         .map(|p| {
             let net = p.preset.name;
-            let (k, barriers) = figures::onset(rows, net, ONSET);
+            let (k, barriers) = figures::onset(rows, net, metric, ONSET);
             let t = p.iterations;
             match (k, barriers.is_empty()) {
                 (_, true) => format!("{net}: not measured"),
@@ -762,6 +764,22 @@ fn write_outputs(
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if matches!(fig.name, "fig4" | "fig11") {
+                let _ = writeln!(
+                    r,
+                    "\nThe IMP subnetwork's instability: the test error barrier (points, mean [min, max] over replicates) between its data-order copies 0 and 1, BatchNorm statistics recomputed at each point of the line.\n"
+                );
+                for line in onset_lines(fig, rows) {
+                    let _ = writeln!(r, "- {line}");
+                }
+                let _ = writeln!(r, "\n| network | k | barrier |\n|---|---|---|");
+                for p in &fig.panels {
+                    let net = p.preset.name;
+                    for (k, s) in figures::onset(rows, net, "data-order-barrier", ONSET).1 {
+                        let _ = writeln!(r, "| {net} | {k} | {} |", fmt_stats(Some(s), 100.0));
+                    }
+                }
+            }
             if fig.name == "fig5" {
                 for p in &fig.panels {
                     let net = p.preset.name;

@@ -52,6 +52,8 @@ pub struct Chart {
     pub x_reversed: bool,
     /// Names of categorical x positions 0, 1, ...
     pub categories: Vec<String>,
+    /// Join categorical points with lines (ordered categories, e.g. a grid of rewind points).
+    pub connect: bool,
     pub series: Vec<Series>,
     pub band: Option<Band>,
 }
@@ -232,7 +234,7 @@ impl Figure {
         for (si, s) in c.series.iter().enumerate() {
             let dodge = if c.categories.is_empty() { 0.0 } else { (si as f64 - (n - 1.0) / 2.0) * 0.18 };
             let px = |p: &Point| if c.categories.is_empty() { sx(p.x) } else { sxc(p.x + dodge) };
-            if c.categories.is_empty() {
+            if c.categories.is_empty() || c.connect {
                 self.line(s.points.iter().map(|p| (px(p), sy(p.y))).collect(), s.color, 2.0, s.dashed);
             }
             for p in &s.points {

@@ -189,10 +189,38 @@ impl Setup {
         t
     }
 
-    /// IMP of replicate `r` rewound to the paper's iteration `k` (scaled).
+    /// IMP of replicate `r` rewound to iteration `k` of this scale.
     pub fn lottery(&self, r: u64, k: u64) -> LotterySpec {
         let prune = PruneSpec { fraction: self.fraction, ..PruneSpec::for_preset(self.preset) };
-        LotterySpec { train: self.train_spec(r), rewind: self.scaled(k), prune }
+        LotterySpec { train: self.train_spec(r), rewind: k, prune }
+    }
+
+    /// Figure 4's rewind points at this scale: the paper's, scaled (points that coincide are one);
+    /// at small, the instability figure's grid, which brackets the dense network's measured onset
+    /// of stability (RESULTS.md).
+    pub fn rewind_points(&self) -> Vec<u64> {
+        if self.scale == Scale::Small && self.family != Family::Lenet {
+            return self.instability_points();
+        }
+        let paper: &[u64] = match self.family {
+            Family::Vgg => &[0, 25, 50, 100, 250, 500, 1000],
+            _ => &[0, 100, 250, 500, 1000, 2000],
+        };
+        let mut ks: Vec<u64> = paper.iter().map(|k| self.scaled(*k)).collect();
+        ks.dedup();
+        ks
+    }
+
+    /// Figure 5's rewind point at this scale: the paper's 500 (ResNet-20) and 100 (VGG-19) of
+    /// T = 30,000 and 112,000, scaled; at small, a point at or past the dense network's measured
+    /// onset of stability (RESULTS.md), where the paper's claim says rewinding works.
+    pub fn fig5_rewind(&self) -> u64 {
+        match (self.scale, self.family) {
+            (Scale::Small, Family::Resnet) => 100,
+            (Scale::Small, Family::Vgg) => 25,
+            (_, Family::Vgg) => self.scaled(100),
+            _ => self.scaled(500),
+        }
     }
 
     /// Training-step cost in ms per example on this project's 2-core machine (`cargo xtask bench
