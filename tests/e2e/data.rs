@@ -134,3 +134,39 @@ fn pack_imagenet_then_read_it_back() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
 }
+
+#[test]
+fn an_incomplete_data_dir_copy_is_refused_not_completed_from_elsewhere() {
+    // Fashion-MNIST with the test labels missing: the test split must not take its labels from
+    // Debian's copy (or any other), and verify must fail.
+    let sb = Sandbox::new();
+    let dir = sb.path().join("data/fashion-mnist");
+    std::fs::create_dir_all(&dir).unwrap();
+    let images = |n: u32| vec![0u8; n as usize * 784];
+    lt_data::write_idx(&dir.join("train-images-idx3-ubyte"), &[4, 28, 28], &images(4)).unwrap();
+    lt_data::write_idx(&dir.join("train-labels-idx1-ubyte"), &[4], &[0, 1, 2, 3]).unwrap();
+    lt_data::write_idx(&dir.join("t10k-images-idx3-ubyte"), &[2, 28, 28], &images(2)).unwrap();
+    let data = sb.path().join("data");
+    let o = sb.lt(&["--data-dir", data.to_str().unwrap(), "data", "verify", "fashion-mnist"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(out.contains("t10k-labels-idx1-ubyte") && !out.contains("fashion-mnist: ok"), "{out}");
+    assert!(!out.contains("/usr/share/datasets"), "nothing read from another copy: {out}");
+    let o = sb.lt(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "train",
+        "--preset",
+        "lenet",
+        "--dataset",
+        "fashion-mnist",
+        "--iters",
+        "1it",
+        "--out",
+        sb.path().join("run").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("t10k-labels-idx1-ubyte") && err.contains(dir.to_str().unwrap()), "{err}");
+    assert!(!sb.path().join("run/final.safetensors").exists());
+}

@@ -184,7 +184,8 @@ fn verify(out: &mut impl Write, name: &str, loc: &Locations) -> Result<std::proc
     }
     for dir in &dirs {
         for (file, status) in lt_data::verify(&m, dir)? {
-            if matches!(status, lt_data::FileStatus::Mismatch(_)) {
+            // A folder that holds the dataset must hold all of it.
+            if matches!(status, lt_data::FileStatus::Mismatch(_) | lt_data::FileStatus::Missing) {
                 bad += 1;
             }
             writeln!(out, "{}: {status}", dir.join(&file).display())?;

@@ -247,30 +247,47 @@ impl Iterator for EvalBatches {
     }
 }
 
-/// Finds the first candidate folder holding every file of `split`, returning the files' paths
-/// (IDX files may be raw or `.gz`; files may also sit in the manifest's `subdirs`).
+/// Finds the dataset's folder and the paths of `split`'s files in it (IDX files may be raw or
+/// `.gz`; files may also sit in the manifest's `subdirs`).
+///
+/// One dataset, one folder: the first candidate folder that holds any file of the dataset (of any
+/// split) is the dataset's, and a split missing from it is an error naming the folder and the
+/// missing files, never a reason to take that split from the next location: files of one dataset
+/// must not come from two places (a test split of one copy with the labels of another).
 pub fn locate_split(
     manifest: &Manifest,
     split: &str,
     locations: &Locations,
 ) -> Result<(Origin, PathBuf, Vec<PathBuf>), Error> {
     let wanted = &manifest.split(split)?.files;
+    let hint = match (&manifest.notes, manifest.files.iter().any(|f| !f.urls.is_empty())) {
+        (Some(notes), _) => format!(" ({notes})"),
+        (None, true) => format!(" (run `lt data fetch {}`, or pass --data-dir)", manifest.name),
+        (None, false) => String::new(),
+    };
+    let every: Vec<String> = manifest.splits.values().flat_map(|s| s.files.iter().cloned()).collect();
     let mut searched = Vec::new();
     let mut first_missing = None;
     for (origin, dir) in locations.candidates(&manifest.name) {
         match find_files(manifest, wanted, &dir) {
             Ok(files) => return Ok((origin, dir, files)),
             Err(missing) => {
+                if every.iter().any(|f| find_file(manifest, f, &dir).is_some()) {
+                    let missing: Vec<String> =
+                        wanted.iter().filter(|f| find_file(manifest, f, &dir).is_none()).cloned().collect();
+                    return Err(Error::Incomplete {
+                        dataset: manifest.name.clone(),
+                        split: split.into(),
+                        dir,
+                        missing,
+                        hint,
+                    });
+                }
                 first_missing.get_or_insert(missing);
                 searched.push(dir);
             }
         }
     }
-    let hint = match (&manifest.notes, manifest.files.iter().any(|f| !f.urls.is_empty())) {
-        (Some(notes), _) => format!(" ({notes})"),
-        (None, true) => format!(" (run `lt data fetch {}`, or pass --data-dir)", manifest.name),
-        (None, false) => String::new(),
-    };
     Err(Error::NotFound {
         dataset: manifest.name.clone(),
         split: split.into(),
@@ -281,20 +298,17 @@ pub fn locate_split(
 }
 
 fn find_files(manifest: &Manifest, wanted: &[String], dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let folders: Vec<PathBuf> =
-        std::iter::once(dir.to_path_buf()).chain(manifest.subdirs.iter().map(|s| dir.join(s))).collect();
-    wanted
-        .iter()
-        .map(|name| {
-            folders
-                .iter()
-                .flat_map(|f| {
-                    let plain = f.join(name);
-                    let gz = (manifest.format == Format::Idx).then(|| f.join(format!("{name}.gz")));
-                    std::iter::once(plain).chain(gz)
-                })
-                .find(|p| p.is_file())
-                .ok_or_else(|| name.clone())
+    wanted.iter().map(|name| find_file(manifest, name, dir).ok_or_else(|| name.clone())).collect()
+}
+
+/// The path of data file `name` in the dataset folder `dir` (or its `subdirs`; IDX also `.gz`).
+fn find_file(manifest: &Manifest, name: &str, dir: &Path) -> Option<PathBuf> {
+    std::iter::once(dir.to_path_buf())
+        .chain(manifest.subdirs.iter().map(|s| dir.join(s)))
+        .flat_map(|f| {
+            let plain = f.join(name);
+            let gz = (manifest.format == Format::Idx).then(|| f.join(format!("{name}.gz")));
+            std::iter::once(plain).chain(gz)
         })
-        .collect()
+        .find(|p| p.is_file())
 }

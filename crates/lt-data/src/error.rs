@@ -98,6 +98,24 @@ pub enum Error {
         /// How to get it.
         hint: String,
     },
+    /// A dataset's folder lacks files of a split (files of one dataset never come from two places).
+    #[error(
+        "dataset {dataset:?} in {}: split {split:?} lacks {} (the files of one dataset must all be in one folder: complete this one or remove it; `lt data verify {dataset}` checks it){hint}",
+        dir.display(),
+        missing.join(", ")
+    )]
+    Incomplete {
+        /// The dataset.
+        dataset: String,
+        /// The split.
+        split: String,
+        /// The folder that holds some of the dataset's files.
+        dir: PathBuf,
+        /// The split's files that are not in it (IDX: neither raw nor `.gz`).
+        missing: Vec<String>,
+        /// How to get them.
+        hint: String,
+    },
     /// A dataset manifest is malformed.
     #[error("manifest {name}: {message}")]
     Manifest {

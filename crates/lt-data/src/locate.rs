@@ -5,7 +5,9 @@
 //! then the user cache (`LT_CACHE_DIR`, else `$XDG_CACHE_HOME/lt`, else `~/.cache/lt`) under
 //! `datasets/NAME/`. A data directory is a folder *of* datasets: only `DIR/NAME/` is searched, never
 //! `DIR` itself, because datasets share file names (MNIST and Fashion-MNIST both have
-//! `train-images-idx3-ubyte.gz`) and a dataset must never be read under another's name.
+//! `train-images-idx3-ubyte.gz`) and a dataset must never be read under another's name. The first
+//! location holding any of a dataset's files is the dataset's: its splits are never completed
+//! from a later one (`locate_split`).
 
 use std::path::{Path, PathBuf};
 

@@ -50,6 +50,10 @@ struct Args {
     /// The experiment store (runs are shared between figures).
     #[arg(long, default_value = "results/store")]
     store: PathBuf,
+    /// Run only the first N replicates of each network (default: the scale's): a long figure can
+    /// be split into sittings, and later ones add replicates to what the store holds.
+    #[arg(long)]
+    replicates: Option<u64>,
     /// Print the plan and the time estimate, run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -146,7 +150,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         {
             print!("{}", figure_help(fig)?);
             println!(
-                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --out DIR  --store DIR  --dry-run"
+                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --out DIR  --store DIR  --dry-run"
             );
             return Ok(());
         }
@@ -170,7 +174,16 @@ pub fn run(raw: &[String]) -> Result<()> {
         .presets
         .iter()
         .filter(|p| only.as_ref().is_none_or(|o| o.contains(p)))
-        .map(|p| Setup::new(p, args.scale, args.dataset.as_deref()))
+        .map(|p| {
+            let mut setup = Setup::new(p, args.scale, args.dataset.as_deref())?;
+            if let Some(n) = args.replicates {
+                if n == 0 {
+                    bail!("--replicates must be at least 1");
+                }
+                setup.replicates = n;
+            }
+            Ok(setup)
+        })
         .collect::<Result<_>>()?;
     let fig = Figure::new(def, panels);
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results").join(def.name));
