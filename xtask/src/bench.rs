@@ -26,6 +26,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "-h" | "--help" => {
+                println!("usage: cargo xtask bench data|prune [--json] [--step-ms MS]");
+                return Ok(());
+            }
             "--json" => json = true,
             "--step-ms" => step_ms = it.next().context("--step-ms needs a value")?.parse().context("--step-ms")?,
             "data" => what = Some("data"),

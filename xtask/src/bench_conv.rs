@@ -45,6 +45,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "-h" | "--help" => {
+                println!("usage: cargo xtask bench conv [--reps N] [--threads N] [--models resnet20,vgg19]");
+                return Ok(());
+            }
             "--reps" => reps = it.next().context("--reps needs a value")?.parse()?,
             "--threads" => threads = it.next().context("--threads needs a value")?.parse()?,
             "--models" => only = Some(it.next().context("--models needs a value")?.clone()),

@@ -41,6 +41,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "-h" | "--help" => {
+                println!("usage: cargo xtask bench sparse [--reps N] [--threads N]");
+                return Ok(());
+            }
             "--reps" => reps = it.next().context("--reps needs a value")?.parse()?,
             "--threads" => threads = it.next().context("--threads needs a value")?.parse()?,
             other => bail!("unknown argument {other:?}; usage: cargo xtask bench sparse [--reps N] [--threads N]"),

@@ -213,6 +213,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "-h" | "--help" => {
+                println!("usage: cargo xtask bench train [--json] [--steps N] [--rounds N] [--threads N] [--models lenet,resnet20,vgg19]");
+                return Ok(());
+            }
             "--json" => json = true,
             "--steps" => steps = it.next().context("--steps needs a value")?.parse()?,
             "--threads" => threads = it.next().context("--threads needs a value")?.parse()?,

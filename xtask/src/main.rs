@@ -36,7 +36,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &[String]) -> Result<()> {
+    let help = |a: Option<&String>| a.is_some_and(|a| a == "-h" || a == "--help");
     match args.first().map(String::as_str) {
+        Some("bench") if help(args.get(1)) => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some("fixtures") if args.iter().any(|a| help(Some(a))) => {
+            println!(
+                "usage: cargo xtask fixtures [lenet|resnet20|vgg19...]: remakes lt-train's PyTorch step fixtures (all when none is named)"
+            );
+            Ok(())
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("train") => bench_train::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("conv") => bench_conv::run(&args[2..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("sparse") => bench_sparse::run(&args[2..]),

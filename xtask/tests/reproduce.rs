@@ -164,6 +164,21 @@ fn unknown_figures_networks_and_help() {
     assert!(text(&o.stderr).contains("fig7, fig8 and fig12 need ImageNet"), "{}", text(&o.stderr));
     let o = xtask(&["reproduce", "fig5", "--only", "lenet", "--dry-run"]);
     assert!(text(&o.stderr).contains("fig5 has no network \"lenet\""), "{}", text(&o.stderr));
+    // Every subcommand answers --help on stdout with exit code 0.
+    for args in [
+        &["--help"][..],
+        &["reproduce", "--help"],
+        &["bench", "--help"],
+        &["bench", "train", "--help"],
+        &["bench", "conv", "--help"],
+        &["bench", "sparse", "--help"],
+        &["bench", "data", "--help"],
+        &["fixtures", "--help"],
+    ] {
+        let o = xtask(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        assert!(text(&o.stdout).to_lowercase().contains("usage"), "{args:?}: {}", text(&o.stdout));
+    }
     let o = xtask(&["reproduce", "fig5", "--help"]);
     let help = text(&o.stdout);
     for scale in ["smoke", "small", "paper"] {

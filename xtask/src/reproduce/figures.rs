@@ -168,7 +168,7 @@ pub const DEFINITIONS: &[Definition] = &[
         name: "fig4",
         title: "Figure 4: stability (L2) and accuracy vs the rewind iteration, IMP vs random",
         presets: ALL7,
-        about: "IMP rewound to each of several iterations k, to the figure-3 sparsity; data-order and pruning stability and accuracy of IMP and random subnetworks.",
+        about: "IMP rewound to each of several iterations k (the paper's, scaled; small: the instability figure's grid, on both sides of the dense network's onset of stability), to the figure-3 sparsity; data-order and pruning stability, the error barrier between two data-order copies of the IMP subnetwork (its instability), and accuracy of IMP and random subnetworks beside the unpruned network's.",
     },
     Definition {
         name: "instability",
@@ -187,7 +187,7 @@ pub const DEFINITIONS: &[Definition] = &[
         name: "fig5",
         title: "Figure 5: IMP rewound early in training vs reset to iteration 0",
         presets: &["resnet18-standard", "vgg19-standard"],
-        about: "IMP with k = 0 and with k = 500 (ResNet-18) / 100 (VGG-19), the reinit branch of the rewound run (dashed), the unpruned accuracy as a band.",
+        about: "IMP with k = 0 and with k = 500 (ResNet-18) / 100 (VGG-19) at paper scale (small: k = 50 / 25 of T = 500 / 300, past the dense network's measured onset of stability; smoke: scaled), the reinit branch of the rewound run (dashed), the unpruned accuracy as a band.",
     },
     Definition {
         name: "fig9",

@@ -155,8 +155,15 @@ pub fn run(raw: &[String]) -> Result<()> {
             return Ok(());
         }
     }
-    let args = Args::try_parse_from(std::iter::once("reproduce".to_string()).chain(raw.iter().cloned()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let args = match Args::try_parse_from(std::iter::once("reproduce".to_string()).chain(raw.iter().cloned())) {
+        Ok(args) => args,
+        // `--help` (with no figure, or an unknown one) is an answer, not an error.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            print!("{e}");
+            return Ok(());
+        }
+        Err(e) => bail!("{e}"),
+    };
     let def = figures::definition(&args.figure).with_context(|| {
         format!(
             "unknown figure {:?}; figures are {} (fig7, fig8 and fig12 need ImageNet and are not reproduced here)",
