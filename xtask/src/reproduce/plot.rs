@@ -252,7 +252,7 @@ impl Figure {
                 });
             }
         }
-        // Legend.
+        // Legend: top left, or top right where the top left holds data.
         let mut ly = t + 8.0;
         let entries: Vec<(String, Color, bool)> = c
             .series
@@ -261,20 +261,23 @@ impl Figure {
             .chain(c.band.iter().map(|b| (b.name.clone(), GREY, false)))
             .collect();
         let widest = entries.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0) as f64;
+        let (w, h) = (32.0 + 7.0 * widest, 13.0 * entries.len() as f64 + 4.0);
+        let covers = |x0: f64| {
+            c.series.iter().enumerate().any(|(si, s)| {
+                let dodge = if c.categories.is_empty() { 0.0 } else { (si as f64 - (n - 1.0) / 2.0) * 0.18 };
+                s.points.iter().any(|p| {
+                    let x = if c.categories.is_empty() { sx(p.x) } else { sxc(p.x + dodge) };
+                    x >= x0 - 4.0 && x <= x0 + w + 4.0 && sy(p.hi) <= t + h + 4.0
+                })
+            })
+        };
+        let lx = if covers(l + 4.0) && !covers(r - w - 4.0) { r - w - 4.0 } else { l + 4.0 };
         if !entries.is_empty() {
-            let h = 13.0 * entries.len() as f64 + 4.0;
-            self.prims.push(Prim::Rect {
-                x: l + 4.0,
-                y: t + 1.0,
-                w: 32.0 + 7.0 * widest,
-                h,
-                color: [255, 255, 255],
-                alpha: 0.85,
-            });
+            self.prims.push(Prim::Rect { x: lx, y: t + 1.0, w, h, color: [255, 255, 255], alpha: 0.85 });
         }
         for (name, color, dashed) in entries {
-            self.line(vec![(l + 8.0, ly), (l + 28.0, ly)], color, 2.0, dashed);
-            self.text(l + 32.0, ly + 4.0, &name, 9.0, Anchor::Start, BLACK);
+            self.line(vec![(lx + 4.0, ly), (lx + 24.0, ly)], color, 2.0, dashed);
+            self.text(lx + 28.0, ly + 4.0, &name, 9.0, Anchor::Start, BLACK);
             ly += 13.0;
         }
     }
