@@ -214,7 +214,9 @@ pub fn run(args: &[String]) -> Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "-h" | "--help" => {
-                println!("usage: cargo xtask bench train [--json] [--steps N] [--rounds N] [--threads N] [--models lenet,resnet20,vgg19]");
+                println!(
+                    "usage: cargo xtask bench train [--json] [--steps N] [--rounds N] [--threads N] [--models lenet,resnet20,vgg19]"
+                );
                 return Ok(());
             }
             "--json" => json = true,

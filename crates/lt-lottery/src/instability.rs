@@ -175,10 +175,9 @@ impl DenseRuns {
 
     /// Where the measurement of k under `probe` is kept.
     pub fn result_path(&self, k: u64, probe: &Probe) -> PathBuf {
-        self.dir.join(format!("k_{k}")).join(format!(
-            "path-p{}-b{}-n{}.json",
-            probe.points, probe.bn_batches, probe.train_examples
-        ))
+        self.dir
+            .join(format!("k_{k}"))
+            .join(format!("path-p{}-b{}-n{}.json", probe.points, probe.bn_batches, probe.train_examples))
     }
 
     /// The measurement of k under `probe`, if it was made.
@@ -244,11 +243,8 @@ impl DenseRuns {
                 .collect::<Result<_, _>>()?;
             let path = errors_along(&self.spec, ctx, &ends[0], &ends[1], probe)?;
             let model = job::new_model(&self.spec, ctx.data, self.spec.seed, &ctx.exec.device)?;
-            let mask: lt_stability::MaskBits = model
-                .prunable()
-                .into_iter()
-                .filter_map(|n| ends[0].get(&n).map(|w| (n, vec![1u8; w.len()])))
-                .collect();
+            let mask: lt_stability::MaskBits =
+                model.prunable().into_iter().filter_map(|n| ends[0].get(&n).map(|w| (n, vec![1u8; w.len()]))).collect();
             let distance = lt_stability::distance(&ends[0], &ends[1], &mask)?;
             let last = path.test_errors.len() - 1;
             let result = Instability {

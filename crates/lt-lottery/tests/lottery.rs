@@ -158,3 +158,50 @@ fn stability_reuses_runs_and_measures_zero_for_a_network_and_itself() {
     let err = lt_lottery::data_order(&run, 1, 1, false, &mut ctx).unwrap_err().to_string();
     assert!(err.contains("at least 2 samples"), "{err}");
 }
+
+#[test]
+fn dense_instability_takes_w_k_from_a_short_trajectory_and_reuses_every_copy() {
+    let store = tempfile::tempdir().unwrap();
+    let data = data();
+    let exec = Exec::default();
+    let train = spec(0).train; // LeNet, T = 40
+    let runs = lt_lottery::DenseRuns::create(store.path(), train).unwrap();
+    let ks = [0, 5, 10];
+    let probe = lt_lottery::Probe { points: 3, bn_batches: 4, train_examples: 200 };
+    let mut events = quiet();
+    let out = runs.measure(&ks, &probe, &mut Context { data: &data, exec: &exec, events: &mut events }).unwrap();
+    assert_eq!(out.iter().map(|m| m.rewind).collect::<Vec<_>>(), ks);
+    for m in &out {
+        assert_eq!(m.seeds, [0, 1]);
+        let e = &m.path.test_errors;
+        assert_eq!((e.len(), m.path.train_errors.len(), m.path.train_examples), (3, 3, 200));
+        let top = e.iter().copied().fold(f64::MIN, f64::max);
+        assert!((m.barrier - (top - (e[0] + e[2]) / 2.0)).abs() < 1e-12, "{m:?}");
+        assert!(m.distance.total.l2 > 0.0, "different data orders give different networks");
+        // LeNet has no BatchNorm: nothing to recompute, and the ends are the copies themselves.
+        assert_eq!(m.path.bn_batches, 0);
+        assert_eq!(m.accuracy_recomputed, m.accuracy_running);
+    }
+
+    // W_10 of the run that stops at 10 is W_10 of a run to T (the lottery's level 0 saves it).
+    let run = Lottery::create(store.path(), spec(10)).unwrap();
+    run.run(0, &mut Context { data: &data, exec: &exec, events: &mut events }).unwrap();
+    let traj = std::fs::read_dir(runs.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("trajectory-"))
+        .unwrap();
+    assert_eq!(
+        lt_lottery::checkpoint_weights(&traj.join("step_10.safetensors"), None).unwrap(),
+        lt_lottery::checkpoint_weights(&run.rewind_checkpoint(), None).unwrap()
+    );
+
+    // Measured once: a second call trains and evaluates nothing, and returns the same numbers.
+    let mut started = 0;
+    let mut count = |e: Event| started += matches!(e, Event::Started { .. }) as usize;
+    let again = runs.measure(&ks, &probe, &mut Context { data: &data, exec: &exec, events: &mut count }).unwrap();
+    assert_eq!(started, 0);
+    assert_eq!(again, out);
+    assert_eq!(runs.remaining(&ks).unwrap(), 0);
+    assert!(runs.measure(&[40], &probe, &mut Context { data: &data, exec: &exec, events: &mut quiet() }).is_err());
+}

@@ -24,4 +24,6 @@ pub use optim::{Optimizer, OptimizerConfig};
 pub use preset::{PRESETS, Preset};
 pub use schedule::Schedule;
 pub use steps::Steps;
-pub use trainer::{EVAL_BATCH, Evaluation, Masks, Progress, Record, RunConfig, Summary, Trainer, evaluate, evaluate_first};
+pub use trainer::{
+    EVAL_BATCH, Evaluation, Masks, Progress, Record, RunConfig, Summary, Trainer, evaluate, evaluate_first,
+};

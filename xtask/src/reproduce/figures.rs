@@ -252,12 +252,7 @@ impl Figure {
                 let k = setup.fig5_rewind();
                 vec![
                     Curve { name: "IMP reset to iteration 0".into(), dashed: false, k: 0, branch: None },
-                    Curve {
-                        name: format!("IMP rewound to iteration {k}"),
-                        dashed: false,
-                        k,
-                        branch: None,
-                    },
+                    Curve { name: format!("IMP rewound to iteration {k}"), dashed: false, k, branch: None },
                     Curve {
                         name: format!("random reinit (rewound to {k})"),
                         dashed: true,

@@ -77,11 +77,8 @@ fn figure_help(name: &str) -> Result<String> {
         let iters: u64 = tasks.iter().map(Task::iterations).sum();
         let mut per_network: Vec<(&str, f64)> = fig.panels.iter().map(|p| (p.preset.name, 0.0)).collect();
         for t in &tasks {
-            if let Some((p, ms)) = fig
-                .panels
-                .iter()
-                .zip(per_network.iter_mut())
-                .find(|(p, _)| p.preset.name == t.train().preset)
+            if let Some((p, ms)) =
+                fig.panels.iter().zip(per_network.iter_mut()).find(|(p, _)| p.preset.name == t.train().preset)
             {
                 let test = if p.dataset.ends_with("sample") { 500 } else { 10_000 };
                 ms.1 += estimate_seconds(t, t.iterations(), p.ms_per_example() * p.batch as f64, test);
