@@ -106,6 +106,17 @@ fn the_lamp_plugin_prunes_a_checkpoint_and_a_lottery_level() {
         .output()
         .unwrap();
     assert!(stdout(&o).contains("lamp") && stdout(&o).contains("layer-adaptive"), "{}", stdout(&o));
+    // The built-in strategies are listed beside the plugins, and so is where they were searched for.
+    for name in ["magnitude", "snip", "random", plugins.to_str().unwrap()] {
+        assert!(stdout(&o).contains(name), "{name}: {}", stdout(&o));
+    }
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_lt")).args(["plugins", "list"]).env_remove("LT_PLUGIN_PATH").output().unwrap();
+    assert!(
+        o.status.success() && stdout(&o).contains("magnitude") && stdout(&o).contains("LT_PLUGIN_PATH"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -233,21 +233,27 @@ pub fn plugins(cmd: PluginsCommand) -> Result<ExitCode> {
     let mut dirs = lt_prune::plugin::search_path();
     dirs.extend(dir);
     let mut out = std::io::stdout();
+    writeln!(out, "built-in strategies:")?;
+    for (name, what) in [
+        (
+            "magnitude",
+            "the lowest-magnitude surviving weights, global or layer-wise (IMP; `lt prune --strategy magnitude`)",
+        ),
+        ("snip", "the lowest |gradient x weight| on training batches (Lee et al. 2019; `lt prune --strategy snip`)"),
+        ("random", "random weights with IMP's per-layer counts, the paper's control (`lt branch random-prune`)"),
+    ] {
+        writeln!(out, "  {name:<14} {what}")?;
+    }
+    let var = lt_prune::plugin::PLUGIN_PATH_VAR;
     if dirs.is_empty() {
-        writeln!(
-            out,
-            "no plugin folders: set {} (folders separated by ':') or pass --dir",
-            lt_prune::plugin::PLUGIN_PATH_VAR
-        )?;
+        writeln!(out, "plugins: none searched ({var} is not set and no --dir was given; folders separated by ':')")?;
         return Ok(ExitCode::SUCCESS);
     }
+    let searched = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    writeln!(out, "plugins (searched {var} and --dir: {searched}; `--strategy plugin:NAME`):")?;
     let found = Plugin::list(&dirs);
     if found.is_empty() {
-        writeln!(
-            out,
-            "no libraries in {}",
-            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-        )?;
+        writeln!(out, "  none: no plugin libraries in those folders")?;
     }
     for (path, plugin) in found {
         match plugin {
