@@ -170,3 +170,31 @@ fn an_incomplete_data_dir_copy_is_refused_not_completed_from_elsewhere() {
     assert!(err.contains("t10k-labels-idx1-ubyte") && err.contains(dir.to_str().unwrap()), "{err}");
     assert!(!sb.path().join("run/final.safetensors").exists());
 }
+
+#[test]
+fn an_error_in_a_gz_file_names_the_gz_not_its_cached_copy() {
+    use std::io::Write as _;
+    let sb = Sandbox::new();
+    let dir = sb.path().join("data/fashion-mnist");
+    std::fs::create_dir_all(&dir).unwrap();
+    let gz = |name: &str, bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        std::fs::write(dir.join(format!("{name}.gz")), e.finish().unwrap()).unwrap();
+    };
+    // A label file whose header says 5 labels, holding 3.
+    let mut labels = vec![0, 0, 8, 1, 0, 0, 0, 5];
+    labels.extend([1, 2, 3]);
+    gz("t10k-labels-idx1-ubyte", &labels);
+    let raw = sb.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    lt_data::write_idx(&raw.join("images"), &[5, 28, 28], &vec![0u8; 5 * 784]).unwrap();
+    gz("t10k-images-idx3-ubyte", &std::fs::read(raw.join("images")).unwrap());
+    std::fs::copy(dir.join("t10k-images-idx3-ubyte.gz"), dir.join("train-images-idx3-ubyte.gz")).unwrap();
+    gz("train-labels-idx1-ubyte", &[0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3, 4, 5]);
+    let o = sb.lt(&["--data-dir", sb.path().join("data").to_str().unwrap(), "data", "info", "fashion-mnist"]);
+    let err = stderr(&o) + &stdout(&o);
+    let named = dir.join("t10k-labels-idx1-ubyte.gz");
+    assert!(err.contains(&format!("{}:", named.display())), "the .gz is named first: {err}");
+    assert!(err.contains("decompressed content, read from") && err.contains("cache"), "{err}");
+}

@@ -63,7 +63,9 @@ impl Dataset {
             Format::Idx => {
                 let images = gz::raw_file(&files[0], cache_dir)?;
                 let labels = gz::raw_file(&files[1], cache_dir)?;
-                Box::new(IdxSource::open(&images, &labels, classes)?)
+                let copies = [(files[0].as_path(), images.as_path()), (files[1].as_path(), labels.as_path())];
+                let copies: Vec<_> = copies.into_iter().filter(|(file, copy)| file != copy).collect();
+                Box::new(IdxSource::open(&images, &labels, classes).map_err(|e| e.naming_originals(&copies))?)
             }
             Format::Cifar10 => Box::new(CifarSource::open(files, classes)?),
             Format::Shards => Box::new(ShardSource::open(&files[0], split, classes)?),

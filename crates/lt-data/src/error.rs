@@ -116,6 +116,15 @@ pub enum Error {
         /// How to get them.
         hint: String,
     },
+    /// An error in the content of a gzip file, found in its decompressed copy in the cache (the
+    /// inner error names the `.gz`).
+    #[error("{source} (in its decompressed content, read from {})", copy.display())]
+    Decompressed {
+        /// The decompressed copy that was read.
+        copy: PathBuf,
+        /// The error, naming the `.gz` file.
+        source: Box<Error>,
+    },
     /// A dataset manifest is malformed.
     #[error("manifest {name}: {message}")]
     Manifest {
@@ -176,6 +185,36 @@ impl Error {
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// This error with every decompressed copy of `files` (pairs of the file the user has and the
+    /// copy that was read) named by the user's file, the copy kept as a detail: an error must name
+    /// the file the user has, not a cache entry.
+    pub(crate) fn naming_originals(self, files: &[(&std::path::Path, &std::path::Path)]) -> Self {
+        let original = |p: &PathBuf| files.iter().find(|(_, copy)| p == copy).map(|(file, copy)| (*file, *copy));
+        let mut copy = None;
+        let mut rename = |p: &mut PathBuf| {
+            if let Some((file, c)) = original(p) {
+                copy.get_or_insert(c.to_path_buf());
+                *p = file.to_path_buf();
+            }
+        };
+        let mut e = self;
+        match &mut e {
+            Error::Io { path, .. }
+            | Error::Format { path, .. }
+            | Error::Size { path, .. }
+            | Error::LabelOutOfRange { path, .. } => rename(path),
+            Error::CountMismatch { images_path, labels_path, .. } => {
+                rename(images_path);
+                rename(labels_path);
+            }
+            _ => {}
+        }
+        match copy {
+            Some(copy) => Error::Decompressed { copy, source: Box::new(e) },
+            None => e,
+        }
     }
 }
 
