@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::http_server::Server;
-use crate::{Sandbox, shared_datasets, stderr, stdout};
+use crate::{Sandbox, bundled_datasets, stderr, stdout};
 
 #[test]
 fn info_finds_fashion_mnist_from_the_debian_package() {
@@ -19,7 +19,7 @@ fn info_finds_fashion_mnist_from_the_debian_package() {
 #[test]
 fn list_shows_partial_datasets() {
     let sb = Sandbox::new();
-    let o = sb.lt(&["--data-dir", shared_datasets().to_str().unwrap(), "data", "list"]);
+    let o = sb.lt(&["--data-dir", bundled_datasets().to_str().unwrap(), "data", "list"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let mnist = out.lines().find(|l| l.starts_with("mnist")).unwrap();
@@ -67,7 +67,7 @@ fn fetch_from_a_local_mirror_reports_a_404_and_keeps_what_was_verified() {
     let served: HashMap<String, Vec<u8>> =
         ["train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
             .iter()
-            .map(|n| (n.to_string(), std::fs::read(shared_datasets().join("mnist").join(n)).unwrap()))
+            .map(|n| (n.to_string(), std::fs::read(bundled_datasets().join("mnist").join(n)).unwrap()))
             .collect();
     let server = Server::start(served);
     let data = sb.path().join("data");
@@ -95,7 +95,7 @@ fn fetch_refuses_a_corrupted_file_by_its_size_and_checksum() {
     let mut served: HashMap<String, Vec<u8>> =
         ["train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
             .iter()
-            .map(|n| (n.to_string(), std::fs::read(shared_datasets().join("mnist").join(n)).unwrap()))
+            .map(|n| (n.to_string(), std::fs::read(bundled_datasets().join("mnist").join(n)).unwrap()))
             .collect();
     // The train images are not on these machines: serve a corrupted stand-in to see the checksum refused.
     served.insert("train-images-idx3-ubyte.gz".into(), b"not the real file".to_vec());

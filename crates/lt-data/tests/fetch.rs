@@ -1,5 +1,5 @@
 //! `fetch` and `verify` against a local HTTP server on 127.0.0.1, serving the real MNIST files
-//! from `../shared/datasets/mnist/` (byte-identical to the official ones), corrupted copies, 404s,
+//! from `tests/data/mnist/` (byte-identical to the official ones), corrupted copies, 404s,
 //! and generated CIFAR-10 archives.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use http_server::Server;
 use lt_data::{Error, FetchOptions, FileStatus, Manifest, fetch, verify};
 
-fn shared_mnist() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/mnist")
+fn bundled_mnist() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/mnist")
 }
 
 /// The MNIST manifest reduced to the files these machines have.
@@ -25,8 +25,8 @@ fn mnist_test_manifest() -> Manifest {
     m
 }
 
-fn serve_shared(names: &[&str]) -> HashMap<String, Vec<u8>> {
-    names.iter().map(|n| (n.to_string(), std::fs::read(shared_mnist().join(n)).unwrap())).collect()
+fn serve_bundled(names: &[&str]) -> HashMap<String, Vec<u8>> {
+    names.iter().map(|n| (n.to_string(), std::fs::read(bundled_mnist().join(n)).unwrap())).collect()
 }
 
 fn fetch_quietly(m: &Manifest, dest: &Path, base: &str) -> Result<(), Error> {
@@ -42,7 +42,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn fetch_downloads_verifies_and_skips_what_is_present() {
-    let server = Server::start(serve_shared(&["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]));
+    let server = Server::start(serve_bundled(&["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]));
     let dest = tempfile::tempdir().unwrap();
     let m = mnist_test_manifest();
     let mut events = Vec::new();
@@ -64,7 +64,7 @@ fn fetch_downloads_verifies_and_skips_what_is_present() {
 
 #[test]
 fn corrupted_download_is_refused_and_leaves_nothing_behind() {
-    let mut files = serve_shared(&["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]);
+    let mut files = serve_bundled(&["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]);
     files.get_mut("t10k-labels-idx1-ubyte.gz").unwrap()[100] ^= 0xff;
     let server = Server::start(files);
     let dest = tempfile::tempdir().unwrap();
@@ -81,7 +81,7 @@ fn corrupted_download_is_refused_and_leaves_nothing_behind() {
 
 #[test]
 fn a_404_names_the_url_and_keeps_the_file_already_in_place() {
-    let server = Server::start(serve_shared(&["t10k-images-idx3-ubyte.gz"]));
+    let server = Server::start(serve_bundled(&["t10k-images-idx3-ubyte.gz"]));
     let dest = tempfile::tempdir().unwrap();
     // A damaged file is in place: a failed fetch must not delete or replace it.
     std::fs::write(dest.path().join("t10k-labels-idx1-ubyte.gz"), b"old bytes").unwrap();

@@ -1,5 +1,5 @@
 //! The loaders on the real files: Fashion-MNIST as Debian's `dataset-fashion-mnist` installs it
-//! (installed by `.ci/run`), and the MNIST test set in `../shared/datasets/mnist/`. The expected
+//! (installed by `.ci/run`), and the MNIST test set bundled in `tests/data/mnist/`. The expected
 //! values were read with Python's `gzip` module, independently of this code.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
@@ -16,8 +16,8 @@ fn system_locations() -> Locations {
     loc
 }
 
-fn shared_datasets() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets")
+fn bundled_datasets() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
 }
 
 fn open(name: &str, split: &str, loc: &Locations) -> Dataset {
@@ -63,9 +63,9 @@ fn fashion_mnist_from_the_debian_package() {
 }
 
 #[test]
-fn mnist_test_set_from_shared() {
+fn mnist_test_set_from_the_bundled_copy() {
     let mut loc = system_locations();
-    loc.data_dir = Some(shared_datasets());
+    loc.data_dir = Some(bundled_datasets());
     let test = open("mnist", "test", &loc);
     assert_eq!(test.location().1, Origin::DataDir);
     assert_eq!(test.len(), 10_000);
@@ -124,10 +124,10 @@ fn evaluation_visits_every_test_example_once_in_order() {
 
 #[test]
 fn a_data_dir_is_a_folder_of_datasets_never_one_dataset_under_another_name() {
-    // ../shared/datasets/mnist holds MNIST files whose names Fashion-MNIST shares: pointing the
+    // tests/data/mnist holds MNIST files whose names Fashion-MNIST shares: pointing the
     // data dir at that folder must not make them pass for Fashion-MNIST.
     let mut loc = system_locations();
-    loc.data_dir = Some(shared_datasets().join("mnist"));
+    loc.data_dir = Some(bundled_datasets().join("mnist"));
     loc.system_dir = std::env::temp_dir().join("lt-no-system-datasets");
     let err = Dataset::open("fashion-mnist", "test", &loc).unwrap_err().to_string();
     assert!(err.contains("not found"), "{err}");
