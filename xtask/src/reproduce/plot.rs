@@ -103,10 +103,12 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 fn fmt_tick(v: f64) -> String {
     // Ticks computed as k·step can land on -0.
     let v = if v.abs() < 1e-12 { 0.0 } else { v };
-    if v >= 10.0 || v == v.round() {
+    // As many decimals as the tick needs (13.6 and 13.8 must not both print as 14).
+    if v == v.round() {
         format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
+    } else if v.abs() >= 1.0 {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').to_string()
     } else {
         let s = format!("{v:.3}");
         s.trim_end_matches('0').to_string()
