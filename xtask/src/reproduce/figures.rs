@@ -141,6 +141,10 @@ pub struct Definition {
     pub about: &'static str,
 }
 
+/// The CIFAR-10 networks under the paper's three hyperparameter settings.
+const CIFAR6: &[&str] =
+    &["resnet18-standard", "resnet18-low", "resnet18-warmup", "vgg19-standard", "vgg19-low", "vgg19-warmup"];
+
 const ALL7: &[&str] =
     &["lenet", "resnet18-standard", "resnet18-low", "resnet18-warmup", "vgg19-standard", "vgg19-low", "vgg19-warmup"];
 
@@ -148,14 +152,7 @@ pub const DEFINITIONS: &[Definition] = &[
     Definition {
         name: "fig1",
         title: "Figure 1: IMP reset to iteration 0 (solid) vs randomly reinitialized (dashed)",
-        presets: &[
-            "resnet18-standard",
-            "resnet18-low",
-            "resnet18-warmup",
-            "vgg19-standard",
-            "vgg19-low",
-            "vgg19-warmup",
-        ],
+        presets: CIFAR6,
         about: "IMP with k = 0 and the reinit branch at every level; accuracy vs % weights remaining.",
     },
     Definition {
@@ -173,14 +170,7 @@ pub const DEFINITIONS: &[Definition] = &[
     Definition {
         name: "instability",
         title: "Instability of the dense network: error barrier between two copies trained from W_k",
-        presets: &[
-            "resnet18-standard",
-            "resnet18-low",
-            "resnet18-warmup",
-            "vgg19-standard",
-            "vgg19-low",
-            "vgg19-warmup",
-        ],
+        presets: CIFAR6,
         about: "For each k of a grid from 0 to a fraction of T: two copies of the dense network trained from W_k with different data orders; the test (and train) error barrier on the line between their final weights (BatchNorm statistics recomputed at every point), their L2 distance and angle; the onset of stability k* (the first k from which the mean barrier stays under 2 points). Linear mode connectivity, Frankle et al., ICML 2020.",
     },
     Definition {
