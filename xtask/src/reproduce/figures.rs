@@ -48,7 +48,10 @@ impl Task {
     pub fn train(&self) -> &TrainSpec {
         match self {
             Task::Instability { train, .. } => train,
-            t => &t.lottery().expect("every other task has a lottery run").train,
+            Task::Lottery { spec, .. }
+            | Task::Branch { spec, .. }
+            | Task::Stability { spec, .. }
+            | Task::Interpolate { spec, .. } => &spec.train,
         }
     }
 
