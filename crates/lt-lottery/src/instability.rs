@@ -108,7 +108,7 @@ impl DenseRuns {
         if spec.iterations == 0 {
             return Err(Error::Request("an instability measurement needs T > 0 iterations".into()));
         }
-        let dir = root.join("instability").join(format!("{}-{}", spec.preset, &crate::spec::hash(&spec)[..12]));
+        let dir = Self::folder(root, &spec);
         claim(&dir.join(crate::HPARAMS), &spec, "training setup")?;
         Ok(DenseRuns { spec, dir })
     }
@@ -186,8 +186,7 @@ impl DenseRuns {
         if !path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
-        serde_json::from_str(&text).map(Some).map_err(|e| Error::Store { path, message: format!("unreadable: {e}") })
+        crate::lottery::read_json(&path).map(Some)
     }
 
     /// Iterations still to train for the grid `ks` (an upper bound: counts every copy not done).

@@ -57,6 +57,11 @@ pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     toml::from_str(&text).map_err(|e| Error::Store { path: path.into(), message: format!("unreadable: {e}") })
 }
 
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    serde_json::from_str(&text).map_err(|e| Error::Store { path: path.into(), message: format!("unreadable: {e}") })
+}
+
 /// Writes `value` as `path` unless the file exists; if it does, it must hold the same value.
 pub(crate) fn claim<T>(path: &Path, value: &T, what: &str) -> Result<(), Error>
 where

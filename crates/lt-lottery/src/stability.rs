@@ -305,9 +305,7 @@ pub fn interpolate(
     let dir: PathBuf = run.dir().join("stability");
     let file = dir.join(format!("interpolate-level_{level}-p{points}.json"));
     if file.is_file() {
-        let text = std::fs::read_to_string(&file).map_err(Error::io(&file))?;
-        let done: Interpolation = serde_json::from_str(&text)
-            .map_err(|e| Error::Store { path: file.clone(), message: format!("unreadable: {e}") })?;
+        let done: Interpolation = crate::lottery::read_json(&file)?;
         if done.bn_batches == bn_batches || done.bn_batches == 0 {
             return Ok(done);
         }

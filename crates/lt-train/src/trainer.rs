@@ -161,14 +161,11 @@ pub fn evaluate_first(
         } else {
             (batch.images, batch.labels)
         };
-        let batch = lt_data::Batch { images, labels, indices: batch.indices[..keep].to_vec() };
-        let logits = model.forward_t(&batch.images, false)?;
-        let b = batch.indices.len();
-        loss += candle_nn::loss::cross_entropy(&logits, &batch.labels)?.to_scalar::<f32>()? as f64 * b as f64;
+        let logits = model.forward_t(&images, false)?;
+        loss += candle_nn::loss::cross_entropy(&logits, &labels)?.to_scalar::<f32>()? as f64 * keep as f64;
         let predicted = logits.argmax(D::Minus1)?;
-        correct +=
-            predicted.eq(&batch.labels)?.to_dtype(candle_core::DType::U32)?.sum_all()?.to_scalar::<u32>()? as u64;
-        n += b;
+        correct += predicted.eq(&labels)?.to_dtype(candle_core::DType::U32)?.sum_all()?.to_scalar::<u32>()? as u64;
+        n += keep;
     }
     Ok(Evaluation { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64 })
 }
