@@ -28,19 +28,12 @@ fn build_plugin(package: &str, features: &[&str], dir: &Path, name: &str) -> Pat
 /// A LeNet checkpoint from a short real training run.
 fn checkpoint(sb: &Sandbox) -> PathBuf {
     let out = sb.path().join("run");
-    let o = sb.lt(&[
-        "train",
-        "--preset",
-        "lenet",
-        "--dataset",
-        "fashion-mnist",
-        "--iters",
-        "20it",
-        "--train-examples",
-        "600",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let fashion = lt_data::testing::fashion_mnist("the plugins' end-to-end tests");
+    let mut args = vec!["train", "--preset", "lenet", "--dataset", fashion.name, "--iters", "20it"];
+    args.extend(["--train-examples", "600", "--out", out.to_str().unwrap()]);
+    let data_dir = fashion.data_dir_args();
+    args.extend(data_dir.iter().map(String::as_str));
+    let o = sb.lt(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     out.join("final.safetensors")
 }
@@ -77,13 +70,14 @@ fn the_lamp_plugin_prunes_a_checkpoint_and_a_lottery_level() {
 
     // By name through LT_PLUGIN_PATH, as a lottery run's strategy.
     let store = sb.path().join("store");
+    let fashion = lt_data::testing::fashion_mnist("the plugins' end-to-end tests");
     let o = Command::new(env!("CARGO_BIN_EXE_lt"))
         .args([
             "lottery",
             "--preset",
             "lenet",
             "--dataset",
-            "fashion-mnist",
+            fashion.name,
             "--iters",
             "30it",
             "--train-examples",
@@ -95,6 +89,7 @@ fn the_lamp_plugin_prunes_a_checkpoint_and_a_lottery_level() {
             "--out",
             store.to_str().unwrap(),
         ])
+        .args(fashion.data_dir_args())
         .env("LT_CACHE_DIR", sb.path().join("cache"))
         .env("LT_PLUGIN_PATH", &plugins)
         .output()

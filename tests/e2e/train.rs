@@ -1,4 +1,5 @@
-//! `lt train` on real Fashion-MNIST: a short run, and a run killed with SIGKILL and resumed.
+//! `lt train` on real Fashion-MNIST (the bundled sample where it is not installed:
+//! `lt_data::testing`): a short run, and a run killed with SIGKILL and resumed.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -9,19 +10,13 @@ use crate::{Sandbox, stderr, stdout};
 fn a_short_lenet_run_learns_and_logs() {
     let sb = Sandbox::new();
     let out = sb.path().join("run");
-    let o = sb.lt(&[
-        "train",
-        "--preset",
-        "lenet",
-        "--dataset",
-        "fashion-mnist",
-        "--iters",
-        "300it",
-        "--eval-every",
-        "100it",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let fashion = lt_data::testing::fashion_mnist("a_short_lenet_run_learns_and_logs");
+    let mut args =
+        vec!["train", "--preset", "lenet", "--dataset", fashion.name, "--iters", "300it", "--eval-every", "100it"];
+    args.extend(["--out", out.to_str().unwrap()]);
+    let data_dir = fashion.data_dir_args();
+    args.extend(data_dir.iter().map(String::as_str));
+    let o = sb.lt(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("note: the paper trains this preset on mnist"), "{text}");
@@ -47,25 +42,16 @@ fn a_short_lenet_run_learns_and_logs() {
 #[test]
 fn a_killed_run_resumes_and_ends_with_the_same_weights() {
     let sb = Sandbox::new();
+    let fashion = lt_data::testing::fashion_mnist("a_killed_run_resumes_and_ends_with_the_same_weights");
+    let examples = fashion.at_most(6000).to_string();
     let args = |dir: &str| -> Vec<String> {
-        [
-            "train",
-            "--preset",
-            "lenet",
-            "--dataset",
-            "fashion-mnist",
-            "--iters",
-            "600it",
-            "--eval-every",
-            "50it",
-            "--train-examples",
-            "6000",
-            "--out",
-            dir,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        let mut v: Vec<String> = ["train", "--preset", "lenet", "--dataset", fashion.name, "--iters", "600it"]
+            .iter()
+            .chain(&["--eval-every", "50it", "--train-examples", &examples, "--out", dir])
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(fashion.data_dir_args());
+        v
     };
     let whole = sb.path().join("whole");
     let o = sb.lt(&args(whole.to_str().unwrap()).iter().map(String::as_str).collect::<Vec<_>>());

@@ -37,6 +37,7 @@ mod order;
 mod rng;
 mod shards;
 mod source;
+pub mod testing;
 
 pub use atomic::{AtomicFile, write as write_atomic};
 pub use augment::{Augment, Normalize, Transform};

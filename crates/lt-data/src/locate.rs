@@ -1,7 +1,8 @@
 //! Where datasets are found, and where fetched data and caches go.
 //!
 //! Search order for dataset `NAME`: the data directory (`--data-dir` or `LT_DATA_DIR`), then Debian's
-//! `/usr/share/datasets/NAME/` (where `apt-get install dataset-fashion-mnist` puts Fashion-MNIST),
+//! `/usr/share/datasets/NAME/` (where `apt-get install dataset-fashion-mnist` puts Fashion-MNIST;
+//! `LT_SYSTEM_DATASETS` names another system folder, or an empty one to ignore it),
 //! then the user cache (`LT_CACHE_DIR`, else `$XDG_CACHE_HOME/lt`, else `~/.cache/lt`) under
 //! `datasets/NAME/`. A data directory is a folder *of* datasets: only `DIR/NAME/` is searched, never
 //! `DIR` itself, because datasets share file names (MNIST and Fashion-MNIST both have
@@ -44,8 +45,9 @@ pub struct Locations {
 }
 
 impl Locations {
-    /// Locations from the environment: `data_dir` if given, else `LT_DATA_DIR`; `LT_CACHE_DIR`,
-    /// `XDG_CACHE_HOME` or `HOME` for the cache.
+    /// Locations from the environment: `data_dir` if given, else `LT_DATA_DIR`; the system folder
+    /// from `LT_SYSTEM_DATASETS`, else `/usr/share/datasets`; `LT_CACHE_DIR`, `XDG_CACHE_HOME` or
+    /// `HOME` for the cache.
     pub fn from_env(data_dir: Option<PathBuf>) -> Self {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let cache_dir = var("LT_CACHE_DIR")
@@ -54,7 +56,7 @@ impl Locations {
             .unwrap_or_else(|| std::env::temp_dir().join("lt-cache"));
         Locations {
             data_dir: data_dir.or_else(|| var("LT_DATA_DIR")),
-            system_dir: PathBuf::from("/usr/share/datasets"),
+            system_dir: var("LT_SYSTEM_DATASETS").unwrap_or_else(|| PathBuf::from("/usr/share/datasets")),
             cache_dir,
         }
     }

@@ -1,5 +1,6 @@
 //! The loaders on the real files: Fashion-MNIST as Debian's `dataset-fashion-mnist` installs it
-//! (installed by `.ci/run`), and the MNIST test set bundled in `tests/data/mnist/`. The expected
+//! (installed by `.ci/run`; where it is not installed, the bundled sample, or a skip with a note:
+//! `lt_data::testing`), and the MNIST test set bundled in `tests/data/mnist/`. The expected
 //! values were read with Python's `gzip` module, independently of this code.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Device;
-use lt_data::{Dataset, Loader, Locations, Origin};
+use lt_data::{Dataset, Loader, Locations, Origin, testing};
 
 fn system_locations() -> Locations {
     let mut loc = Locations::from_env(None);
@@ -42,7 +43,8 @@ fn pixel_sum(d: &Dataset, i: usize) -> u64 {
 
 #[test]
 fn fashion_mnist_from_the_debian_package() {
-    let loc = system_locations();
+    let Some(fashion) = testing::full_fashion_mnist("fashion_mnist_from_the_debian_package") else { return };
+    let loc = fashion.locations;
     let train = open("fashion-mnist", "train", &loc);
     assert_eq!(train.location().1, Origin::System);
     assert_eq!(train.len(), 60_000);
@@ -81,11 +83,12 @@ fn mnist_test_set_from_the_bundled_copy() {
 
 #[test]
 fn loader_batches_are_normalized_deterministic_and_seed_dependent() {
-    let train = Arc::new(open("fashion-mnist", "train", &system_locations()));
+    let fashion = testing::fashion_mnist("loader_batches_are_normalized_deterministic_and_seed_dependent");
+    let train = Arc::new(open(fashion.name, "train", &fashion.locations));
     let mut a = Loader::new(train.clone(), 3, 60, &Device::Cpu).unwrap();
     let mut b = Loader::new(train.clone(), 3, 60, &Device::Cpu).unwrap();
     let mut c = Loader::new(train.clone(), 4, 60, &Device::Cpu).unwrap();
-    assert_eq!(a.order().iterations_per_epoch(), 1000);
+    assert_eq!(a.order().iterations_per_epoch(), train.len().div_ceil(60));
     // b jumps straight to iteration 2501 (epoch 2); a walks there.
     let late_b = b.batch(2501).unwrap();
     for t in 0..3 {
@@ -112,14 +115,15 @@ fn loader_batches_are_normalized_deterministic_and_seed_dependent() {
 
 #[test]
 fn evaluation_visits_every_test_example_once_in_order() {
-    let test = Arc::new(open("fashion-mnist", "test", &system_locations()));
+    let fashion = testing::fashion_mnist("evaluation_visits_every_test_example_once_in_order");
+    let test = Arc::new(open(fashion.name, "test", &fashion.locations));
     let mut seen = 0;
     for batch in test.eval_batches(1000, &Device::Cpu).unwrap() {
         let batch = batch.unwrap();
         assert_eq!(batch.indices[0] as usize, seen);
         seen += batch.indices.len();
     }
-    assert_eq!(seen, 10_000);
+    assert_eq!(seen, if fashion.full { 10_000 } else { 500 });
 }
 
 #[test]

@@ -5,23 +5,24 @@
 
 use std::collections::HashMap;
 
-use lt_data::Locations;
+use lt_data::testing;
 use lt_lottery::{
     Branch, BranchKind, BranchSpec, Context, Data, Event, Exec, Lottery, LotterySpec, PruneSpec, TrainSpec,
 };
 use lt_train::Preset;
 
+/// Real Fashion-MNIST (the bundled sample where it is not installed: `lt_data::testing`).
 fn data() -> Data {
-    let mut loc = Locations::from_env(None);
-    loc.data_dir = None;
-    Data::open("fashion-mnist", Some(3000), &loc).unwrap()
+    let fashion = testing::fashion_mnist("lt-lottery's tests");
+    Data::open(fashion.name, Some(fashion.at_most(3000)), &fashion.locations).unwrap()
 }
 
 fn spec(rewind: u64) -> LotterySpec {
     let preset = Preset::named("lenet").unwrap();
-    let mut train = TrainSpec::from_preset(preset, Some("fashion-mnist"), 0, 50);
+    let fashion = testing::fashion_mnist("lt-lottery's tests");
+    let mut train = TrainSpec::from_preset(preset, Some(fashion.name), 0, 50);
     train.iterations = 40;
-    train.train_examples = Some(3000);
+    train.train_examples = Some(fashion.at_most(3000));
     LotterySpec { train, rewind, prune: PruneSpec::for_preset(preset) }
 }
 

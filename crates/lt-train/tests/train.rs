@@ -1,21 +1,24 @@
-//! Training runs on real Fashion-MNIST: the optimizers' arithmetic, masks, bit-identical resume,
-//! divergence, and that a LeNet actually learns.
+//! Training runs on real Fashion-MNIST (the bundled sample where it is not installed:
+//! `lt_data::testing`): the optimizers' arithmetic, masks, bit-identical resume, divergence, and
+//! that a LeNet actually learns.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var};
-use lt_data::{Dataset, Locations};
+use lt_data::{Dataset, testing};
 use lt_models::{InitConfig, InputSpec, Model};
 use lt_train::{Masks, Optimizer, OptimizerConfig, Progress, RunConfig, Schedule, Trainer};
 
 const FASHION: InputSpec = InputSpec { channels: 1, height: 28, width: 28, classes: 10 };
 
+/// The first `n` examples of a split (all of them where the sample has fewer).
 fn fashion(split: &str, n: usize) -> Arc<Dataset> {
-    let mut loc = Locations::from_env(None);
-    loc.data_dir = None;
-    Arc::new(Dataset::open("fashion-mnist", split, &loc).unwrap().truncate(n).unwrap())
+    let data = testing::fashion_mnist("lt-train's tests");
+    let d = Dataset::open(data.name, split, &data.locations).unwrap();
+    let n = n.min(d.len());
+    Arc::new(d.truncate(n).unwrap())
 }
 
 fn lenet(seed: u64) -> Model {
@@ -196,7 +199,9 @@ fn lenet_learns_fashion_mnist() {
     .unwrap();
     let summary = t.run(&mut |_| {}).unwrap();
     let acc = summary.evaluation.unwrap().accuracy;
-    assert!(acc > 0.80, "test accuracy after 500 iterations: {acc}");
+    // 2,000 examples (the sample) generalize less than 60,000.
+    let floor = if testing::fashion_mnist("lenet_learns_fashion_mnist").full { 0.80 } else { 0.75 };
+    assert!(acc > floor, "test accuracy after 500 iterations: {acc}");
     let lines = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 2);
     assert!(lines.contains("\"test_accuracy\""));
