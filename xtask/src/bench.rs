@@ -9,7 +9,7 @@
 //! The target (data issue): one core makes augmented CIFAR batches at least 20x faster than a
 //! training step consumes them. Until this project's engine can time its own step, the step time
 //! compared against is `--step-ms` (default: PyTorch's ResNet-20 step at batch 128 on this machine,
-//! 458 ms, from `../shared/bench/README.md`).
+//! 458 ms, measured with `cargo xtask bench train` on the AMD EPYC machine).
 
 use std::path::Path;
 use std::sync::Arc;

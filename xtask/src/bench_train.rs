@@ -3,18 +3,18 @@
 //! SGD momentum) and VGG-19 (64, SGD momentum), dense and with an 80%-sparse mask, on synthetic
 //! inputs of the datasets' shapes, with `--threads` threads (default 2).
 //!
-//! Where the PyTorch reference is installed (`../shared/bench/setup-torch.sh`, found through
-//! `$LT_TORCH_VENV` or `~/.cache/lt-bench/torch`), the same invocation runs
-//! `../shared/bench/ref_torch.py` with the same networks, batches and thread count and prints the
-//! ratio project/PyTorch. FLOP counts are the forward multiply-adds × 2 of conv and linear layers
-//! per example, as `ref_torch.py`'s `conv_flops` counts them, × 3 for a training step.
+//! Where the PyTorch reference is installed (`xtask/torch/setup.sh`, which puts it in
+//! `$LT_TORCH_VENV` or `target/torch-venv`), the same invocation runs `xtask/torch/bench_step.py`
+//! with the same networks, batches and thread count and prints the ratio project/PyTorch. FLOP
+//! counts are the forward multiply-adds × 2 of conv and linear layers per example, as
+//! `nets.py`'s `forward_flops` counts them, × 3 for a training step.
 //!
 //! Each network is timed `--rounds` times (default 2), PyTorch and ours alternating, and each side
 //! keeps its best median: these machines are shared, and a slow spell that hit only one side would
 //! otherwise decide the ratio.
 //!
 //! Peak memory: each network (and mask setting) runs in a process of its own, ours (this binary,
-//! re-invoked with `--child`) and PyTorch's (`ref_torch.py` for that one network), and reports its
+//! re-invoked with `--child`) and PyTorch's (`bench_step.py` for that one network), and reports its
 //! peak resident set (`getrusage`'s `ru_maxrss`) after the training steps and the evaluation.
 
 use std::path::PathBuf;
@@ -36,7 +36,7 @@ struct Net {
     batch: usize,
     optimizer: OptimizerConfig,
     lr: f64,
-    /// Forward FLOPs per example (ref_torch.py's conv_flops).
+    /// Forward FLOPs per example (nets.py's forward_flops).
     flops: f64,
 }
 
@@ -127,23 +127,35 @@ fn time_ours(net: &Net, masked: bool, steps: usize, warmup: usize) -> Result<Tim
     Ok(Timing { step_ms, eval_images_per_s: 1000.0 / t0.elapsed().as_secs_f64() })
 }
 
-fn torch_python() -> Option<PathBuf> {
+/// `xtask/torch/`: the PyTorch reference's scripts and its set-up.
+fn torch_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("torch")
+}
+
+/// The python of the PyTorch reference's venv (`$LT_TORCH_VENV`, else `target/torch-venv`). With
+/// `install`, `xtask/torch/setup.sh` installs it first where it is missing; without, `None` when
+/// it is not installed.
+pub fn torch_python(install: bool) -> Result<Option<PathBuf>> {
+    if install {
+        let setup = torch_dir().join("setup.sh");
+        let out = Command::new("bash").arg(&setup).output().with_context(|| format!("running {}", setup.display()))?;
+        if !out.status.success() {
+            bail!("{} failed: {}", setup.display(), String::from_utf8_lossy(&out.stderr));
+        }
+        return Ok(Some(PathBuf::from(String::from_utf8(out.stdout)?.trim())));
+    }
     let venv = std::env::var_os("LT_TORCH_VENV")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lt-bench/torch")))?;
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/torch-venv"));
     let python = venv.join("bin/python");
-    python.is_file().then_some(python)
+    Ok(python.is_file().then_some(python))
 }
 
 /// PyTorch's timings of one network, and the peak resident set of the process that ran them.
 fn time_torch(key: &str, masked: bool, threads: usize, steps: usize) -> Result<Option<serde_json::Value>> {
-    let Some(python) = torch_python() else { return Ok(None) };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/ref_torch.py");
-    let script = if script.is_file() {
-        script
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/ref_torch.py")
-    };
+    let Some(python) = torch_python(false)? else { return Ok(None) };
+    let script = torch_dir().join("bench_step.py");
     let mut argv = vec![
         script.display().to_string(),
         "--threads".into(),
@@ -164,16 +176,16 @@ fn time_torch(key: &str, masked: bool, threads: usize, steps: usize) -> Result<O
     let out = Command::new(python)
         .args(["-c", wrapper, &serde_json::to_string(&argv)?])
         .output()
-        .context("running ref_torch.py")?;
+        .context("running bench_step.py")?;
     if !out.status.success() {
-        bail!("ref_torch.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("bench_step.py failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).context("ref_torch.py output"))
+        .map(|l| serde_json::from_str(l).context("bench_step.py output"))
         .collect::<Result<_>>()?;
-    let mut result = lines.iter().find(|v| v["model"] == key).cloned().context("ref_torch.py printed no result")?;
+    let mut result = lines.iter().find(|v| v["model"] == key).cloned().context("bench_step.py printed no result")?;
     result["peak_rss_kb"] = lines.iter().find_map(|v| v.get("peak_rss_kb").cloned()).unwrap_or_default();
     Ok(Some(result))
 }
@@ -264,6 +276,9 @@ pub fn run(args: &[String]) -> Result<()> {
             "ours MiB",
             "torch MiB"
         );
+    }
+    if torch_python(false)?.is_none() {
+        eprintln!("note: the PyTorch reference is not installed (xtask/torch/setup.sh installs it): ours only");
     }
     for masked in [false, true] {
         for net in &nets {

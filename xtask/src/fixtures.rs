@@ -1,7 +1,7 @@
 //! `cargo xtask fixtures`: regenerates the PyTorch one- and ten-step fixtures that lt-train's
 //! `torch_fixtures` test compares against. Exports this project's seed-0 initial weights of each
 //! network, then runs `crates/lt-train/tests/fixtures/make_torch_fixtures.py` with the PyTorch of
-//! `../shared/bench/setup-torch.sh`. Only the (small) results are committed; CI needs no PyTorch.
+//! `xtask/torch/setup.sh`. Only the (small) results are committed; CI needs no PyTorch.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,12 +22,7 @@ pub fn run(networks: &[String]) -> Result<()> {
         let state: HashMap<String, candle_core::Tensor> = model.state()?.into_iter().collect();
         candle_core::safetensors::save(&state, init.path().join(format!("{name}.safetensors")))?;
     }
-    let setup = root.join("../shared/bench/setup-torch.sh");
-    let python = Command::new("bash").arg(&setup).output().with_context(|| format!("running {}", setup.display()))?;
-    if !python.status.success() {
-        bail!("{} failed: {}", setup.display(), String::from_utf8_lossy(&python.stderr));
-    }
-    let python = String::from_utf8(python.stdout)?.trim().to_string();
+    let python = crate::bench_train::torch_python(true)?.context("no PyTorch")?;
     let dir = root.join("crates/lt-train/tests/fixtures");
     let status = Command::new(&python)
         .arg(dir.join("make_torch_fixtures.py"))

@@ -1,7 +1,7 @@
 //! The CIFAR VGG networks as OpenLTH builds them: 3x3 convolutions (with bias) + BatchNorm + ReLU,
 //! 2x2 max-pooling between stages, global average pooling (the "final 2x2 average pool" at 32x32
 //! inputs) and one linear layer. Tensors are named like the PyTorch `nn.Sequential` of
-//! `../shared/bench/ref_torch.py`: `layers.{i}` for the conv at position i, `layers.{i+1}` for its BatchNorm.
+//! `xtask/torch/nets.py`: `layers.{i}` for the conv at position i, `layers.{i+1}` for its BatchNorm.
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;

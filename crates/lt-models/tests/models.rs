@@ -16,7 +16,7 @@ fn model(name: &str, input: InputSpec, seed: u64) -> Model {
 
 #[test]
 fn parameter_counts_match_the_paper_and_pytorch() {
-    // Counts of the PyTorch definitions in ../shared/bench/ref_torch.py (BatchNorm affine included).
+    // Counts of the PyTorch definitions in xtask/torch/nets.py (BatchNorm affine included).
     assert_eq!(model("mnist_lenet_300_100", FASHION, 0).num_parameters(), 266_610);
     assert_eq!(model("cifar_resnet_20", CIFAR, 0).num_parameters(), 272_474);
     assert_eq!(model("cifar_resnet_56", CIFAR, 0).num_parameters(), 855_770);

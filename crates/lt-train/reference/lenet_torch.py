@@ -1,6 +1,6 @@
 """The paper's LeNet-300-100 protocol in PyTorch, for comparing accuracy with `lt train`.
 
-Same network (../shared/bench/ref_torch.py), Kaiming-normal weights, Adam 1.2e-3, batch 60,
+Same network (xtask/torch/nets.py; PyTorch from xtask/torch/setup.sh), Kaiming-normal weights, Adam 1.2e-3, batch 60,
 50,000 iterations, inputs normalized with the dataset's mean/std (datasets/*.toml), no
 augmentation, each epoch shuffled without replacement; test accuracy every 5,000 iterations.
 
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '../../../../shared/bench'))
-import ref_torch  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '../../../xtask/torch'))
+import nets  # noqa: E402
 
 
 def idx(path):
@@ -38,8 +38,8 @@ def main():
     norm = lambda x: torch.from_numpy(((x.astype(np.float32) / 255.0) - args.mean) / args.std).unsqueeze(1)
     xtr, ytr = norm(load('train-images-idx3-ubyte.gz')), torch.from_numpy(load('train-labels-idx1-ubyte.gz').astype(np.int64))
     xte, yte = norm(load('t10k-images-idx3-ubyte.gz')), torch.from_numpy(load('t10k-labels-idx1-ubyte.gz').astype(np.int64))
-    model = ref_torch.LeNet()
-    model.apply(ref_torch.kaiming)
+    model = nets.LeNet()
+    model.apply(nets.kaiming)
     opt = torch.optim.Adam(model.parameters(), lr=1.2e-3)
     n, b, t, start = len(xtr), 60, 0, time.time()
     while t < args.iterations:

@@ -1,4 +1,4 @@
-//! The paper's training setups (Figure 2 of the paper; `../shared/paper/EXPERIMENTS.md`).
+//! The paper's training setups (Figure 2 of the paper and its appendix).
 
 use crate::optim::OptimizerConfig;
 use crate::schedule::Schedule;

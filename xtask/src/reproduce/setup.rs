@@ -1,6 +1,6 @@
 //! Scales and the protocol of one network at a scale.
 //!
-//! - `paper`: the exact protocol of `../shared/paper/EXPERIMENTS.md`: the preset's iterations,
+//! - `paper`: the exact protocol of the paper (its Figure 2 and appendix): the preset's iterations,
 //!   batch, schedule; 3 replicates; levels down to the figure's sparsities.
 //! - `small`: the same procedure with fewer iterations, the schedule's milestones, warmup and the
 //!   rewind points scaled by the same factor, fewer levels and replicates, on this project's
