@@ -131,13 +131,22 @@ fn pack_imagenet_then_read_it_back() {
     let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), out.to_str().unwrap(), "--short-side", "32"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("train: 6 images") && stdout(&o).contains("3 classes"), "{}", stdout(&o));
-    let o = sb.lt(&["--data-dir", sb.path().join("data").to_str().unwrap(), "data", "verify", "imagenet"]);
+    let data = sb.path().join("data");
+    let hint = format!("`lt` finds it with `--data-dir {}`", data.display());
+    assert!(stdout(&o).contains(&hint), "{}", stdout(&o));
+    let o = sb.lt(&["--data-dir", data.to_str().unwrap(), "data", "verify", "imagenet"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("split val: 3 examples read"), "{}", stdout(&o));
     // Packing over an existing pack is refused.
     let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    // Without OUT, the pack goes where `lt` looks (here the sandbox's cache) and is found there.
+    let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), "--short-side", "32"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("`lt` finds it there (user cache)"), "{}", stdout(&o));
+    let o = sb.lt(&["data", "info", "imagenet"]);
+    assert!(o.status.success() && stdout(&o).contains("user cache"), "{}{}", stdout(&o), stderr(&o));
 }
 
 #[test]

@@ -42,8 +42,9 @@ pub enum PackCommand {
     Imagenet {
         /// The ImageNet tree.
         src: PathBuf,
-        /// The output folder (must not hold a pack already).
-        out: PathBuf,
+        /// The output folder (must not hold a pack already). Default: where `lt` looks for
+        /// `imagenet` (DATA_DIR/imagenet with `--data-dir`, else the user cache).
+        out: Option<PathBuf>,
         /// Shorter side of the stored images, in pixels.
         #[arg(long, default_value_t = 256)]
         short_side: u32,
@@ -61,6 +62,7 @@ pub fn run(cmd: DataCommand, loc: &Locations) -> Result<std::process::ExitCode> 
         DataCommand::Verify { name } => return verify(&mut out, &name, loc),
         DataCommand::Fetch { name, mirror } => fetch(&mut out, &name, mirror, loc)?,
         DataCommand::Pack(PackCommand::Imagenet { src, out: dest, short_side, shard_images }) => {
+            let dest = dest.unwrap_or_else(|| loc.fetch_dir("imagenet"));
             let options = lt_data::PackOptions { short_side, shard_images, ..Default::default() };
             let bar = ProgressBar::new(0).with_style(bar_style("{pos}/{len} images")?);
             let report = lt_data::pack_imagenet(&src, &dest, &options, &|done, total| {
@@ -73,9 +75,26 @@ pub fn run(cmd: DataCommand, loc: &Locations) -> Result<std::process::ExitCode> 
                 writeln!(out, "{split}: {n} images")?;
             }
             writeln!(out, "{} classes; packed into {}", report.classes, dest.display())?;
+            writeln!(out, "{}", where_lt_finds(&dest, "imagenet", loc))?;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Whether `lt` finds dataset `name` at `dest` as things stand, and what to pass where it does not.
+fn where_lt_finds(dest: &std::path::Path, name: &str, loc: &Locations) -> String {
+    let same = |p: &std::path::Path| p.canonicalize().ok() == dest.canonicalize().ok();
+    if let Some((origin, _)) = loc.candidates(name).into_iter().find(|(_, p)| same(p)) {
+        return format!("`lt` finds it there ({origin})");
+    }
+    match (dest.file_name().and_then(|f| f.to_str()), dest.parent()) {
+        (Some(f), Some(parent)) if f == name => {
+            format!("`lt` finds it with `--data-dir {}` (or LT_DATA_DIR)", parent.display())
+        }
+        _ => format!(
+            "`lt` looks for {name} in DIR/{name}/ of a data dir: move it to a folder named {name} and pass              `--data-dir` its parent"
+        ),
+    }
 }
 
 fn bar_style(template: &str) -> Result<ProgressStyle> {
