@@ -5,6 +5,7 @@
 //! - `cargo xtask bench train [--json] [--steps N] [--threads N]`: training steps vs PyTorch (see `bench_train.rs`).
 //! - `cargo xtask bench conv [--reps N] [--threads N]`: convolution layers one by one (see `bench_conv.rs`).
 //! - `cargo xtask bench sparse [--reps N] [--threads N]`: sparse vs dense layers by density (see `bench_sparse.rs`).
+//! - `cargo xtask render DIR...`: re-draws finished figures from their `data.json` (see `reproduce/`).
 //! - `cargo xtask fixtures`: regenerates lt-train's PyTorch step fixtures (see `fixtures.rs`).
 //!
 //! Tidy checks of the source tree live in `tidy.rs` and run under `cargo test`.
@@ -20,7 +21,7 @@ mod tidy;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench data|prune|train|conv|sparse [--json] ... | cargo xtask fixtures [lenet|resnet20|vgg19...] | cargo xtask reproduce FIG ...";
+const USAGE: &str = "usage: cargo xtask bench data|prune|train|conv|sparse [--json] ... | cargo xtask fixtures [lenet|resnet20|vgg19...] | cargo xtask reproduce FIG ... | cargo xtask render DIR...";
 
 fn main() -> std::process::ExitCode {
     // `reproduce` and `bench` train: without this, a third of a step goes to page faults.
@@ -54,6 +55,11 @@ fn run(args: &[String]) -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("fixtures") => fixtures::run(&args[1..]),
         Some("reproduce") => reproduce::run(&args[1..]),
+        Some("render") if args.iter().any(|a| help(Some(a))) => {
+            println!("usage: cargo xtask render DIR...: re-draws figure.svg and figure.png of finished figures from their data.json");
+            Ok(())
+        }
+        Some("render") => reproduce::render(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -8,7 +8,7 @@ use lt_lottery::{
     TrainSpec,
 };
 use lt_stability::Stats;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plot::{Band, COLORS, Chart, Point, Series};
 use super::setup::Setup;
@@ -353,7 +353,7 @@ pub fn onset(rows: &[Row], network: &str, metric: &str, threshold: f64) -> (Opti
 type RowFn<'a> = dyn Fn(&str, u64, u32, f64, &str, f64) -> Row + 'a;
 
 /// One row of the figure's CSV.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub figure: String,
     pub network: String,

@@ -622,6 +622,54 @@ fn instability_report(fig: &Figure, rows: &[Row], r: &mut String) {
     );
 }
 
+/// `cargo xtask render DIR...`: re-draws `figure.svg` and `figure.png` of finished figures from
+/// their `data.json`, training nothing and reading no store (e.g. after a change of the renderer).
+pub fn render(dirs: &[String]) -> Result<()> {
+    if dirs.is_empty() {
+        bail!("usage: cargo xtask render DIR... (folders of finished figures, each with its data.json)");
+    }
+    for dir in dirs.iter().map(Path::new) {
+        let path = dir.join("data.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            figure: String,
+            scale: Scale,
+            datasets: Vec<String>,
+            rows: Vec<Row>,
+        }
+        let saved: Saved = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let def = figures::definition(&saved.figure)
+            .with_context(|| format!("{}: unknown figure {:?}", path.display(), saved.figure))?;
+        // The networks the saved rows hold, in the definition's order, each on its saved dataset.
+        let presets: Vec<&str> =
+            def.presets.iter().copied().filter(|p| saved.rows.iter().any(|r| r.network == *p)).collect();
+        let panels: Vec<Setup> = presets
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Setup::new(p, saved.scale, saved.datasets.get(i).or(saved.datasets.first()).map(String::as_str)))
+            .collect::<Result<_>>()?;
+        let fig = Figure::new(def, panels);
+        draw(&fig, saved.scale, &saved.rows, dir)?;
+        println!("{}: figure.svg and figure.png re-drawn from data.json", dir.display());
+    }
+    Ok(())
+}
+
+/// `figure.svg` and `figure.png` of `fig` from `rows`, into `out`.
+fn draw(fig: &Figure, scale: Scale, rows: &[Row], out: &Path) -> Result<()> {
+    let datasets: Vec<&str> = fig.panels.iter().map(|p| p.dataset.as_str()).collect();
+    let title = format!("{} [scale {}, {}]", fig.title, scale.name(), datasets.first().copied().unwrap_or("?"));
+    let warning = (scale == Scale::Smoke).then_some("SMOKE RUN: a pipeline check on a tiny sample, not a result");
+    let charts = fig.charts(rows);
+    let figure = plot::Figure::new(&title, warning, &charts, fig.columns());
+    lt_data::write_atomic(&out.join("figure.svg"), figure.svg()?.as_bytes())?;
+    let mut png = Vec::new();
+    figure.png()?.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    lt_data::write_atomic(&out.join("figure.png"), &png)?;
+    Ok(())
+}
+
 fn write_outputs(
     fig: &Figure,
     args: &Args,
@@ -634,14 +682,7 @@ fn write_outputs(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let smoke = args.scale == Scale::Smoke;
     let datasets: Vec<&str> = fig.panels.iter().map(|p| p.dataset.as_str()).collect();
-    let title = format!("{} [scale {}, {}]", fig.title, args.scale.name(), datasets[0]);
-    let warning = smoke.then_some("SMOKE RUN: a pipeline check on a tiny sample, not a result");
-    let charts = fig.charts(rows);
-    let figure = plot::Figure::new(&title, warning, &charts, fig.columns());
-    lt_data::write_atomic(&out.join("figure.svg"), figure.svg().as_bytes())?;
-    let mut png = Vec::new();
-    figure.png().write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    lt_data::write_atomic(&out.join("figure.png"), &png)?;
+    draw(fig, args.scale, rows, out)?;
     let mut csv = String::from(CSV_HEADER);
     csv.push('\n');
     for r in rows {

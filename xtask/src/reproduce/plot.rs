@@ -1,11 +1,17 @@
-//! Figures as a list of drawing primitives, rendered to SVG (text) and PNG (the `image` crate, with
-//! an 8x8 bitmap font), so both files show the same figure.
+//! Figures drawn with `plotters`, to SVG (text kept as text) and to PNG (at twice the size, for
+//! slides), both in DejaVu Sans, bundled in `xtask/fonts/` with its license.
 //!
-//! A [`Chart`] is one panel: series of points with min/max error bars, optionally a horizontal band
-//! (the unpruned network's accuracy), a log-scale x axis that may run right-to-left (% of weights
-//! remaining, as in the paper), or categorical x positions.
+//! A [`Chart`] is one panel in the paper's style: mean lines with shaded min-max bands (or, on
+//! categorical x positions, mean markers with min-max whiskers), optionally a horizontal band (the
+//! unpruned network's accuracy), a log-scale x axis that may run right-to-left (% of weights
+//! remaining, with the paper's ticks 100, 51.2, 26.2, ...), and a legend in the corner where it
+//! covers the least data.
 
-use std::fmt::Write as _;
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::Color as _;
+use plotters::style::text_anchor;
 
 /// An RGB colour.
 pub type Color = [u8; 3];
@@ -13,7 +19,7 @@ pub type Color = [u8; 3];
 /// The paper's palette: blue, orange, green, red, purple.
 pub const COLORS: [Color; 5] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189]];
 
-/// One point with its error bar.
+/// One point with its range (min and max over replicates).
 #[derive(Debug, Clone, Copy)]
 pub struct Point {
     pub x: f64,
@@ -58,31 +64,32 @@ pub struct Chart {
     pub band: Option<Band>,
 }
 
-#[derive(Debug, Clone)]
-enum Prim {
-    Line { pts: Vec<(f64, f64)>, color: Color, width: f64, dashed: bool },
-    Rect { x: f64, y: f64, w: f64, h: f64, color: Color, alpha: f64 },
-    Text { x: f64, y: f64, text: String, size: f64, anchor: Anchor, color: Color },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Anchor {
-    Start,
-    Middle,
-    End,
-}
-
-/// A whole figure: a title and a grid of charts.
+/// A whole figure: a title, an optional warning line (red), and a grid of charts.
 pub struct Figure {
-    width: f64,
-    height: f64,
-    prims: Vec<Prim>,
+    title: String,
+    warning: Option<String>,
+    charts: Vec<Chart>,
+    columns: usize,
 }
 
-const PANEL_W: f64 = 420.0;
-const PANEL_H: f64 = 320.0;
-const BLACK: Color = [0, 0, 0];
-const GREY: Color = [150, 150, 150];
+/// Panel size in SVG pixels; the PNG is drawn at [`PNG_SCALE`] times this.
+const PANEL_W: f64 = 460.0;
+const PANEL_H: f64 = 340.0;
+const PNG_SCALE: f64 = 2.0;
+const FONT: &str = "sans-serif";
+const GREY: Color = [120, 120, 120];
+
+fn rgb(c: Color) -> RGBColor {
+    RGBColor(c[0], c[1], c[2])
+}
+
+/// Registers the bundled font with plotters (once per process).
+fn register_font() -> Result<()> {
+    static FONT_BYTES: &[u8] = include_bytes!("../../fonts/DejaVuSans.ttf");
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok());
+    if ok { Ok(()) } else { Err(anyhow!("the bundled font xtask/fonts/DejaVuSans.ttf does not parse")) }
+}
 
 fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
@@ -104,7 +111,7 @@ fn fmt_tick(v: f64) -> String {
     // Ticks computed as k·step can land on -0.
     let v = if v.abs() < 1e-12 { 0.0 } else { v };
     // As many decimals as the tick needs (13.6 and 13.8 must not both print as 14).
-    if v == v.round() {
+    if (v - v.round()).abs() < 1e-9 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
         let s = format!("{v:.2}");
@@ -115,305 +122,352 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// The x axis of a chart: data x to plotting coordinate u (log and reversal applied), the u
+/// range, and the ticks as (u, label).
+struct XAxis {
+    log: bool,
+    reversed: bool,
+    range: (f64, f64),
+    ticks: Vec<(f64, String)>,
+}
+
+impl XAxis {
+    fn new(c: &Chart) -> XAxis {
+        if !c.categories.is_empty() {
+            let ticks = c.categories.iter().enumerate().map(|(i, n)| (i as f64, n.clone())).collect();
+            return XAxis { log: false, reversed: false, range: (-0.5, c.categories.len() as f64 - 0.5), ticks };
+        }
+        let mut axis = XAxis { log: c.x_log, reversed: c.x_reversed, range: (0.0, 1.0), ticks: Vec::new() };
+        let us: Vec<f64> = c.series.iter().flat_map(|s| &s.points).map(|p| axis.u(p.x)).collect();
+        let (mut u0, mut u1) = us.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        if !u0.is_finite() {
+            (u0, u1) = (0.0, 1.0);
+        }
+        if u1 - u0 < 1e-9 {
+            (u0, u1) = (u0 - 0.5, u1 + 0.5);
+        }
+        let pad = 0.04 * (u1 - u0);
+        axis.range = (u0 - pad, u1 + pad);
+        // Ticks in data units between the ends.
+        let (a, b) = {
+            let (p, q) = (axis.x(axis.range.0), axis.x(axis.range.1));
+            (p.min(q), p.max(q))
+        };
+        let candidates: Vec<f64> = if c.x_log {
+            // The paper's grid of % weights remaining (0.8^n x 100) where it spans many levels,
+            // else round decades.
+            let paper: Vec<f64> = (0..40).map(|n| 100.0 * 0.8f64.powi(n)).filter(|v| (a..=b).contains(v)).collect();
+            let decades: Vec<f64> = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
+                .into_iter()
+                .filter(|v| (a..=b).contains(v))
+                .collect();
+            if (4..=40).contains(&paper.len()) && c.x_reversed {
+                // Every other level at most 10 ticks, always including 100.
+                let every = paper.len().div_ceil(10);
+                paper.into_iter().enumerate().filter(|(i, _)| i % every == 0).map(|(_, v)| v).collect()
+            } else if decades.len() >= 3 {
+                decades
+            } else {
+                nice_ticks(a, b, 4)
+            }
+        } else {
+            nice_ticks(a, b, 6)
+        };
+        // One decimal, as the paper labels its grid (51.2, 16.8, 8.6), two below 1%.
+        let fmt = |v: f64| if v >= 1.0 { fmt_tick((v * 10.0).round() / 10.0) } else { fmt_tick((v * 100.0).round() / 100.0) };
+        axis.ticks = candidates.into_iter().filter(|v| v.is_finite() && (!c.x_log || *v > 0.0)).map(|v| (axis.u(v), fmt(v))).collect();
+        axis
+    }
+
+    /// Data x to plotting coordinate.
+    fn u(&self, x: f64) -> f64 {
+        let v = if self.log { x.max(1e-12).log10() } else { x };
+        if self.reversed { -v } else { v }
+    }
+
+    /// Plotting coordinate to data x.
+    fn x(&self, u: f64) -> f64 {
+        let v = if self.reversed { -u } else { u };
+        if self.log { 10f64.powf(v) } else { v }
+    }
+}
+
+/// The x axis as plotters sees it: a linear range in plotting coordinates, ticked exactly at the
+/// axis's ticks (the paper's grid, the categories) rather than at plotters' round numbers.
+struct Ticked {
+    range: (f64, f64),
+    ticks: Vec<f64>,
+}
+
+impl Ranged for Ticked {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let f = (value - self.range.0) / (self.range.1 - self.range.0);
+        limit.0 + (f * (limit.1 - limit.0) as f64).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.0..self.range.1
+    }
+}
+
+/// The y range of a chart: every point's min and max, and the band, padded by 8%.
+fn y_range(c: &Chart) -> (f64, f64) {
+    let pts = c.series.iter().flat_map(|s| &s.points);
+    let ys = pts.flat_map(|p| [p.lo, p.hi, p.y]).chain(c.band.iter().flat_map(|b| [b.lo, b.hi]));
+    let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.08).max(1e-6);
+    (y0 - pad, y1 + pad)
+}
+
+/// Horizontal offset of series `si` of `n` on a categorical axis, so their whiskers do not overlap.
+fn dodge(c: &Chart, si: usize) -> f64 {
+    let n = c.series.len().max(1) as f64;
+    if c.categories.is_empty() { 0.0 } else { (si as f64 - (n - 1.0) / 2.0) * 0.18 }
+}
+
+/// The legend's corner: the one of the four whose box (a fraction of the panel) holds the fewest
+/// data points, the upper left on ties.
+fn legend_corner(c: &Chart, axis: &XAxis, (y0, y1): (f64, f64), entries: usize) -> SeriesLabelPosition {
+    let widest = c.series.iter().map(|s| s.name.len()).chain(c.band.iter().map(|b| b.name.len())).max().unwrap_or(0);
+    let w = ((30.0 + 6.5 * widest as f64) / PANEL_W).min(0.9);
+    let h = ((8.0 + 16.0 * entries as f64) / (PANEL_H - 90.0)).min(0.9);
+    let (u0, u1) = axis.range;
+    let frac = |p: &Point, si: usize, y: f64| (((axis.u(p.x) + dodge(c, si)) - u0) / (u1 - u0), (y - y0) / (y1 - y0));
+    let corners = [
+        (SeriesLabelPosition::UpperLeft, 0.0, 1.0 - h),
+        (SeriesLabelPosition::UpperRight, 1.0 - w, 1.0 - h),
+        (SeriesLabelPosition::LowerLeft, 0.0, 0.0),
+        (SeriesLabelPosition::LowerRight, 1.0 - w, 0.0),
+    ];
+    let covered = |fx: f64, fy: f64| -> usize {
+        let mut n = 0;
+        for (si, s) in c.series.iter().enumerate() {
+            for p in &s.points {
+                for y in [p.lo, p.y, p.hi] {
+                    let (a, b) = frac(p, si, y);
+                    if a >= fx - 0.02 && a <= fx + w + 0.02 && b >= fy - 0.02 && b <= fy + h + 0.02 {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    };
+    let mut best = (usize::MAX, SeriesLabelPosition::UpperLeft);
+    for (pos, fx, fy) in corners {
+        let n = covered(fx, fy);
+        if n < best.0 {
+            best = (n, pos);
+        }
+    }
+    best.1
+}
+
 impl Figure {
     /// Lays out `charts` in rows of `columns` under `title` (and a red `warning` line if given).
     pub fn new(title: &str, warning: Option<&str>, charts: &[Chart], columns: usize) -> Figure {
         let columns = columns.max(1).min(charts.len().max(1));
-        let rows = charts.len().div_ceil(columns).max(1);
-        let width = columns as f64 * PANEL_W;
-        // A title wider than the figure (8 px per character in the PNG) breaks before its " [".
-        let lines: Vec<&str> = match title.find(" [") {
-            Some(at) if title.len() as f64 * 8.0 > width - 16.0 => vec![&title[..at], &title[at + 1..]],
-            _ => vec![title],
-        };
-        let mut y = 20.0;
-        let mut prims = Vec::new();
-        for line in &lines {
-            prims.push(Prim::Text {
-                x: width / 2.0,
-                y,
-                text: line.to_string(),
-                size: 14.0,
-                anchor: Anchor::Middle,
-                color: BLACK,
-            });
-            y += 18.0;
-        }
-        if let Some(w) = warning {
-            prims.push(Prim::Text {
-                x: width / 2.0,
-                y: y + 4.0,
-                text: w.into(),
-                size: 13.0,
-                anchor: Anchor::Middle,
-                color: [200, 0, 0],
-            });
-            y += 22.0;
-        }
-        let top = y - 2.0;
-        let mut fig = Figure { width, height: top + rows as f64 * PANEL_H, prims };
-        for (i, chart) in charts.iter().enumerate() {
-            let (ox, oy) = ((i % columns) as f64 * PANEL_W, top + (i / columns) as f64 * PANEL_H);
-            fig.chart(chart, ox, oy);
-        }
-        fig
+        Figure { title: title.into(), warning: warning.map(Into::into), charts: charts.to_vec(), columns }
     }
 
-    fn text(&mut self, x: f64, y: f64, text: &str, size: f64, anchor: Anchor, color: Color) {
-        self.prims.push(Prim::Text { x, y, text: text.into(), size, anchor, color });
+    fn rows(&self) -> usize {
+        self.charts.len().div_ceil(self.columns).max(1)
     }
 
-    fn line(&mut self, pts: Vec<(f64, f64)>, color: Color, width: f64, dashed: bool) {
-        self.prims.push(Prim::Line { pts, color, width, dashed });
-    }
-
-    fn chart(&mut self, c: &Chart, ox: f64, oy: f64) {
-        let (l, r, t, b) = (ox + 58.0, ox + PANEL_W - 14.0, oy + 44.0, oy + PANEL_H - 48.0);
-        self.text((l + r) / 2.0, oy + 16.0, &c.title, 12.0, Anchor::Middle, BLACK);
-        let pts: Vec<&Point> = c.series.iter().flat_map(|s| &s.points).collect();
-        let tx = |x: f64| if c.x_log { x.max(1e-12).log10() } else { x };
-        let (mut x0, mut x1) = if c.categories.is_empty() {
-            pts.iter().map(|p| tx(p.x)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
-        } else {
-            (-0.5, c.categories.len() as f64 - 0.5)
-        };
-        if !x0.is_finite() {
-            (x0, x1) = (0.0, 1.0);
-        }
-        if x1 - x0 < 1e-9 {
-            (x0, x1) = (x0 - 0.5, x1 + 0.5);
-        }
-        let pad = if c.categories.is_empty() { 0.04 * (x1 - x0) } else { 0.0 };
-        let (x0, x1) = (x0 - pad, x1 + pad);
-        let ys = pts.iter().flat_map(|p| [p.lo, p.hi, p.y]).chain(c.band.iter().flat_map(|b| [b.lo, b.hi]));
-        let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-        if !y0.is_finite() {
-            (y0, y1) = (0.0, 1.0);
-        }
-        let ypad = ((y1 - y0) * 0.08).max(1e-6);
-        let (y0, y1) = (y0 - ypad, y1 + ypad);
-        let sx = |x: f64| {
-            let f = (tx(x) - x0) / (x1 - x0);
-            if c.x_reversed { r - f * (r - l) } else { l + f * (r - l) }
-        };
-        let sxc = |i: f64| l + (i - x0) / (x1 - x0) * (r - l);
-        let sy = |y: f64| b - (y - y0) / (y1 - y0) * (b - t);
-        // Axes, ticks and labels.
-        self.line(vec![(l, t), (l, b), (r, b)], BLACK, 1.0, false);
-        for v in nice_ticks(y0, y1, 5) {
-            self.line(vec![(l - 4.0, sy(v)), (l, sy(v))], BLACK, 1.0, false);
-            self.text(l - 6.0, sy(v) + 4.0, &fmt_tick(v), 10.0, Anchor::End, BLACK);
-        }
-        if c.categories.is_empty() {
-            let ticks: Vec<f64> = if c.x_log {
-                let all: [f64; 15] =
-                    [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
-                let decades: Vec<f64> = all.iter().copied().filter(|v| (x0..=x1).contains(&v.log10())).collect();
-                // A narrow range (a few levels) gets linear ticks between its ends.
-                if decades.len() >= 3 { decades } else { nice_ticks(10f64.powf(x0), 10f64.powf(x1), 4) }
-            } else {
-                nice_ticks(x0, x1, 6)
-            };
-            for v in ticks {
-                self.line(vec![(sx(v), b), (sx(v), b + 4.0)], BLACK, 1.0, false);
-                self.text(sx(v), b + 16.0, &fmt_tick(v), 10.0, Anchor::Middle, BLACK);
-            }
-        } else {
-            for (i, name) in c.categories.iter().enumerate() {
-                self.text(sxc(i as f64), b + 16.0, name, 9.0, Anchor::Middle, BLACK);
-            }
-        }
-        self.text((l + r) / 2.0, b + 34.0, &c.x_label, 11.0, Anchor::Middle, BLACK);
-        self.text(ox + 8.0, oy + 34.0, &c.y_label, 10.0, Anchor::Start, BLACK);
-        // Band.
-        if let Some(band) = &c.band {
-            let (ya, yb) = (sy(band.hi), sy(band.lo));
-            self.prims.push(Prim::Rect { x: l, y: ya, w: r - l, h: (yb - ya).max(1.0), color: GREY, alpha: 0.25 });
-            self.line(vec![(l, sy(band.mean)), (r, sy(band.mean))], GREY, 1.5, false);
-        }
-        // Series.
-        let n = c.series.len().max(1) as f64;
-        for (si, s) in c.series.iter().enumerate() {
-            let dodge = if c.categories.is_empty() { 0.0 } else { (si as f64 - (n - 1.0) / 2.0) * 0.18 };
-            let px = |p: &Point| if c.categories.is_empty() { sx(p.x) } else { sxc(p.x + dodge) };
-            if c.categories.is_empty() || c.connect {
-                self.line(s.points.iter().map(|p| (px(p), sy(p.y))).collect(), s.color, 2.0, s.dashed);
-            }
-            for p in &s.points {
-                let x = px(p);
-                self.line(vec![(x, sy(p.lo)), (x, sy(p.hi))], s.color, 1.2, false);
-                self.line(vec![(x - 3.0, sy(p.lo)), (x + 3.0, sy(p.lo))], s.color, 1.2, false);
-                self.line(vec![(x - 3.0, sy(p.hi)), (x + 3.0, sy(p.hi))], s.color, 1.2, false);
-                self.prims.push(Prim::Rect {
-                    x: x - 2.5,
-                    y: sy(p.y) - 2.5,
-                    w: 5.0,
-                    h: 5.0,
-                    color: s.color,
-                    alpha: 1.0,
-                });
-            }
-        }
-        // Legend: top left, or top right where the top left holds data.
-        let mut ly = t + 8.0;
-        let entries: Vec<(String, Color, bool)> = c
-            .series
-            .iter()
-            .map(|s| (s.name.clone(), s.color, s.dashed))
-            .chain(c.band.iter().map(|b| (b.name.clone(), GREY, false)))
-            .collect();
-        let widest = entries.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0) as f64;
-        let (w, h) = (32.0 + 7.0 * widest, 13.0 * entries.len() as f64 + 4.0);
-        let covers = |x0: f64| {
-            c.series.iter().enumerate().any(|(si, s)| {
-                let dodge = if c.categories.is_empty() { 0.0 } else { (si as f64 - (n - 1.0) / 2.0) * 0.18 };
-                s.points.iter().any(|p| {
-                    let x = if c.categories.is_empty() { sx(p.x) } else { sxc(p.x + dodge) };
-                    x >= x0 - 4.0 && x <= x0 + w + 4.0 && sy(p.hi) <= t + h + 4.0
-                })
-            })
-        };
-        let lx = if covers(l + 4.0) && !covers(r - w - 4.0) { r - w - 4.0 } else { l + 4.0 };
-        if !entries.is_empty() {
-            self.prims.push(Prim::Rect { x: lx, y: t + 1.0, w, h, color: [255, 255, 255], alpha: 0.85 });
-        }
-        for (name, color, dashed) in entries {
-            self.line(vec![(lx + 4.0, ly), (lx + 24.0, ly)], color, 2.0, dashed);
-            self.text(lx + 28.0, ly + 4.0, &name, 9.0, Anchor::Start, BLACK);
-            ly += 13.0;
+    /// The title's lines: a title wider than the figure (about 9.5 px a character) breaks before its " [".
+    fn title_lines(&self) -> Vec<&str> {
+        let width = self.columns as f64 * PANEL_W;
+        match self.title.find(" [") {
+            Some(at) if self.title.len() as f64 * 9.5 > width - 16.0 => vec![&self.title[..at], &self.title[at + 1..]],
+            _ => vec![&self.title],
         }
     }
 
-    /// The figure as an SVG document.
-    pub fn svg(&self) -> String {
+    fn header_height(&self) -> f64 {
+        12.0 + 22.0 * self.title_lines().len() as f64 + if self.warning.is_some() { 22.0 } else { 0.0 }
+    }
+
+    /// Size in SVG pixels.
+    fn size(&self) -> (u32, u32) {
+        let w = self.columns as f64 * PANEL_W;
+        let h = self.header_height() + self.rows() as f64 * PANEL_H;
+        (w.ceil() as u32, h.ceil() as u32)
+    }
+
+    /// The figure as an SVG document (text as `<text>` elements).
+    pub fn svg(&self) -> Result<String> {
+        register_font()?;
+        let (w, h) = self.size();
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif">"#,
-            w = self.width,
-            h = self.height
-        );
-        let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let rgb = |c: Color| format!("rgb({},{},{})", c[0], c[1], c[2]);
-        for p in &self.prims {
-            match p {
-                Prim::Line { pts, color, width, dashed } => {
-                    let points: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-                    let dash = if *dashed { r#" stroke-dasharray="6,4""# } else { "" };
-                    let _ = writeln!(
-                        s,
-                        r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="{width}"{dash}/>"#,
-                        points.join(" "),
-                        rgb(*color)
-                    );
-                }
-                Prim::Rect { x, y, w, h, color, alpha } => {
-                    let _ = writeln!(
-                        s,
-                        r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{}" fill-opacity="{alpha}"/>"#,
-                        rgb(*color)
-                    );
-                }
-                Prim::Text { x, y, text, size, anchor, color } => {
-                    let a = match anchor {
-                        Anchor::Start => "start",
-                        Anchor::Middle => "middle",
-                        Anchor::End => "end",
-                    };
-                    let esc = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-                    let _ = writeln!(
-                        s,
-                        r#"<text x="{x:.1}" y="{y:.1}" font-size="{size}" text-anchor="{a}" fill="{}">{esc}</text>"#,
-                        rgb(*color)
-                    );
-                }
-            }
+        {
+            let root = SVGBackend::with_string(&mut s, (w, h)).into_drawing_area();
+            self.draw(&root, 1.0)?;
+            root.present().map_err(|e| anyhow!("drawing the SVG: {e}"))?;
         }
-        s.push_str("</svg>\n");
-        s
+        Ok(s)
     }
 
-    /// The figure as an RGB image.
-    pub fn png(&self) -> image::RgbImage {
-        let (w, h) = (self.width.ceil() as u32, self.height.ceil() as u32);
-        let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
-        let mut blend = |x: i64, y: i64, c: Color, a: f64| {
-            if x >= 0 && y >= 0 && (x as u32) < w && (y as u32) < h {
-                let p = img.get_pixel_mut(x as u32, y as u32);
-                for (v, c) in p.0.iter_mut().zip(c) {
-                    *v = (*v as f64 * (1.0 - a) + c as f64 * a).round() as u8;
-                }
-            }
-        };
-        for p in &self.prims {
-            match p {
-                Prim::Rect { x, y, w, h, color, alpha } => {
-                    for yy in y.round() as i64..(y + h).round() as i64 {
-                        for xx in x.round() as i64..(x + w).round() as i64 {
-                            blend(xx, yy, *color, *alpha);
-                        }
-                    }
-                }
-                Prim::Line { pts, color, width, dashed } => {
-                    let mut along = 0.0;
-                    for seg in pts.windows(2) {
-                        let ((ax, ay), (bx, by)) = (seg[0], seg[1]);
-                        let len = ((bx - ax).powi(2) + (by - ay).powi(2)).sqrt();
-                        let steps = (len * 2.0).ceil().max(1.0) as usize;
-                        for i in 0..=steps {
-                            let f = i as f64 / steps as f64;
-                            let d = along + f * len;
-                            if *dashed && (d % 10.0) > 6.0 {
-                                continue;
-                            }
-                            let (x, y) = (ax + f * (bx - ax), ay + f * (by - ay));
-                            let half = (width / 2.0).max(0.5);
-                            for dy in (-(half.ceil() as i64))..=(half.ceil() as i64) {
-                                for dx in (-(half.ceil() as i64))..=(half.ceil() as i64) {
-                                    if ((dx * dx + dy * dy) as f64).sqrt() <= half {
-                                        blend(x.round() as i64 + dx, y.round() as i64 + dy, *color, 1.0);
-                                    }
-                                }
-                            }
-                        }
-                        along += len;
-                    }
-                }
-                Prim::Text { x, y, text, size, anchor, color } => {
-                    // 8x8 glyphs, one pixel per glyph pixel: close to the SVG's 10-14 pt text.
-                    let _ = size;
-                    let scale = 1;
-                    let advance = 8 * scale;
-                    let width = (text.chars().count() * advance) as f64;
-                    let left = match anchor {
-                        Anchor::Start => *x,
-                        Anchor::Middle => x - width / 2.0,
-                        Anchor::End => x - width,
-                    };
-                    let top = y - 7.0 * scale as f64;
-                    for (i, ch) in text.chars().enumerate() {
-                        let glyph = font8x8::legacy::BASIC_LEGACY.get(ch as usize).copied().unwrap_or([0; 8]);
-                        for (row, bits) in glyph.iter().enumerate() {
-                            for col in 0..8 {
-                                if bits >> col & 1 == 1 {
-                                    for sy in 0..scale {
-                                        for sx in 0..scale {
-                                            blend(
-                                                (left + (i * advance + col * scale + sx) as f64).round() as i64,
-                                                (top + (row * scale + sy) as f64).round() as i64,
-                                                *color,
-                                                1.0,
-                                            );
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+    /// The figure as an RGB image, at twice the SVG's size.
+    pub fn png(&self) -> Result<image::RgbImage> {
+        register_font()?;
+        let (w, h) = self.size();
+        let (w, h) = ((w as f64 * PNG_SCALE) as u32, (h as f64 * PNG_SCALE) as u32);
+        let mut buf = vec![255u8; w as usize * h as usize * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+            self.draw(&root, PNG_SCALE)?;
+            root.present().map_err(|e| anyhow!("drawing the PNG: {e}"))?;
         }
-        img
+        image::RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("PNG buffer of the wrong size"))
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, k: f64) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the figure: {e}");
+        root.fill(&WHITE).map_err(err)?;
+        let (w, _) = root.dim_in_pixel();
+        let mut y = 10.0 * k;
+        for line in self.title_lines() {
+            let style = TextStyle::from((FONT, 21.0 * k).into_font()).pos(text_anchor::Pos::new(
+                text_anchor::HPos::Center,
+                text_anchor::VPos::Top,
+            ));
+            root.draw_text(line, &style, (w as i32 / 2, y as i32)).map_err(err)?;
+            y += 22.0 * k;
+        }
+        if let Some(warning) = &self.warning {
+            let style = TextStyle::from((FONT, 18.0 * k).into_font())
+                .color(&RGBColor(200, 0, 0))
+                .pos(text_anchor::Pos::new(text_anchor::HPos::Center, text_anchor::VPos::Top));
+            root.draw_text(warning, &style, (w as i32 / 2, y as i32)).map_err(err)?;
+        }
+        let (_, body) = root.split_vertically((self.header_height() * k) as u32);
+        let panels = body.split_evenly((self.rows(), self.columns));
+        for (chart, panel) in self.charts.iter().zip(&panels) {
+            self.chart(chart, panel, k).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn chart<DB: DrawingBackend>(
+        &self,
+        c: &Chart,
+        area: &DrawingArea<DB, Shift>,
+        k: f64,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let axis = XAxis::new(c);
+        let (y0, y1) = y_range(c);
+        let px = |v: f64| (v * k) as i32;
+        let mut chart = ChartBuilder::on(area)
+            .caption(&c.title, (FONT, 17.0 * k))
+            .margin(px(10.0))
+            .x_label_area_size(px(44.0))
+            .y_label_area_size(px(56.0))
+            .build_cartesian_2d(Ticked { range: axis.range, ticks: axis.ticks.iter().map(|t| t.0).collect() }, y0..y1)?;
+        let labels: Vec<(f64, String)> = axis.ticks.clone();
+        let x_label = move |u: &f64| {
+            labels.iter().find(|(v, _)| (v - u).abs() < 1e-9).map(|(_, s)| s.clone()).unwrap_or_default()
+        };
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(RGBColor(225, 225, 225).stroke_width(px(1.0).max(1) as u32))
+            .axis_style(BLACK.stroke_width(px(1.0).max(1) as u32))
+            .x_desc(&c.x_label)
+            .y_desc(&c.y_label)
+            .x_label_formatter(&x_label)
+            .y_label_formatter(&|v: &f64| fmt_tick(*v))
+            .y_labels(6)
+            .label_style((FONT, 14.0 * k))
+            .axis_desc_style((FONT, 15.0 * k))
+            .draw()?;
+
+        let stroke = |color: Color, width: f64| rgb(color).stroke_width(((width * k).round() as u32).max(1));
+        let (u0, u1) = axis.range;
+        if let Some(band) = &c.band {
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(u0, band.lo), (u1, band.hi)],
+                rgb(GREY).mix(0.18).filled(),
+            )))?;
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(u0, band.mean), (u1, band.mean)],
+                    (6.0 * k) as i32,
+                    (4.0 * k) as i32,
+                    stroke(GREY, 1.5),
+                ))?
+                .label(&band.name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - (5.0 * k) as i32), (x + (20.0 * k) as i32, y + (5.0 * k) as i32)], rgb(GREY).mix(0.3).filled())
+                });
+        }
+        let categorical = !c.categories.is_empty();
+        for (si, s) in c.series.iter().enumerate() {
+            let at = |p: &Point| axis.u(p.x) + dodge(c, si);
+            let color = rgb(s.color);
+            if !categorical {
+                // The min-max band, then the mean line over it.
+                let mut outline: Vec<(f64, f64)> = s.points.iter().map(|p| (at(p), p.hi)).collect();
+                outline.extend(s.points.iter().rev().map(|p| (at(p), p.lo)));
+                chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.18).filled())))?;
+            } else {
+                for p in &s.points {
+                    let x = at(p);
+                    let cap = 0.04;
+                    for seg in [vec![(x, p.lo), (x, p.hi)], vec![(x - cap, p.lo), (x + cap, p.lo)], vec![(x - cap, p.hi), (x + cap, p.hi)]] {
+                        chart.draw_series(std::iter::once(PathElement::new(seg, stroke(s.color, 1.2))))?;
+                    }
+                }
+            }
+            let line: Vec<(f64, f64)> = s.points.iter().map(|p| (at(p), p.y)).collect();
+            let width = 2.0;
+            let legend_style = stroke(s.color, width);
+            let dashed = s.dashed;
+            let legend = move |(x, y): (i32, i32)| {
+                let end = x + (20.0 * k) as i32;
+                if dashed {
+                    EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), ((8.0 * k) as i32, 0)], legend_style)
+                        + PathElement::new(vec![((12.0 * k) as i32, 0), ((20.0 * k) as i32, 0)], legend_style)
+                } else {
+                    EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (end - x, 0)], legend_style)
+                        + PathElement::new(vec![(0, 0), (0, 0)], legend_style)
+                }
+            };
+            let drawn = if categorical && !c.connect {
+                chart.draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+            } else if s.dashed {
+                chart.draw_series(DashedLineSeries::new(line.clone(), (6.0 * k) as i32, (4.0 * k) as i32, stroke(s.color, width)))?
+            } else {
+                chart.draw_series(LineSeries::new(line.clone(), stroke(s.color, width)))?
+            };
+            drawn.label(&s.name).legend(legend);
+            chart.draw_series(line.iter().map(|&(x, y)| Circle::new((x, y), (2.8 * k) as i32, color.filled())))?;
+        }
+        let entries = c.series.len() + usize::from(c.band.is_some());
+        if entries > 0 {
+            chart
+                .configure_series_labels()
+                .position(legend_corner(c, &axis, (y0, y1), entries))
+                .margin(px(6.0))
+                .legend_area_size(px(24.0))
+                .label_font((FONT, 14.0 * k))
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(200, 200, 200))
+                .draw()?;
+        }
+        Ok(())
     }
 }
 
@@ -421,9 +475,8 @@ impl Figure {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_chart_renders_to_svg_and_png_of_the_same_size() {
-        let chart = Chart {
+    fn chart() -> Chart {
+        Chart {
             title: "t".into(),
             x_label: "% weights remaining".into(),
             y_label: "accuracy".into(),
@@ -433,19 +486,50 @@ mod tests {
                 name: "IMP".into(),
                 color: COLORS[0],
                 dashed: false,
-                points: vec![
-                    Point { x: 100.0, y: 0.9, lo: 0.89, hi: 0.91 },
-                    Point { x: 10.0, y: 0.8, lo: 0.7, hi: 0.85 },
-                ],
+                points: (0..9)
+                    .map(|n| {
+                        let x = 100.0 * 0.8f64.powi(n);
+                        Point { x, y: 0.9 - 0.01 * n as f64, lo: 0.89 - 0.01 * n as f64, hi: 0.91 - 0.01 * n as f64 }
+                    })
+                    .collect(),
             }],
             band: Some(Band { name: "dense".into(), mean: 0.9, lo: 0.88, hi: 0.92 }),
             ..Default::default()
-        };
-        let fig = Figure::new("Figure", Some("SMOKE RUN"), &[chart.clone(), chart], 2);
-        let svg = fig.svg();
-        assert!(svg.starts_with("<svg") && svg.contains("SMOKE RUN") && svg.contains("stroke"));
-        let png = fig.png();
-        assert_eq!((png.width(), png.height()), (840, 378));
+        }
+    }
+
+    #[test]
+    fn a_chart_renders_to_svg_with_text_and_to_png_at_twice_the_size() {
+        let fig = Figure::new("Figure", Some("SMOKE RUN"), &[chart(), chart()], 2);
+        let svg = fig.svg().unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("SMOKE RUN"), "{svg}");
+        assert!(svg.contains("<text") && svg.contains("% weights remaining") && svg.contains("dense"), "text as text: {svg}");
+        let png = fig.png().unwrap();
+        let (w, h) = fig.size();
+        assert_eq!((png.width(), png.height()), (2 * w, 2 * h));
         assert!(png.pixels().any(|p| p.0 == [31, 119, 180]), "the series colour is drawn");
+        // Real glyphs are anti-aliased: grey levels between black and white appear.
+        assert!(png.pixels().any(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2] && (60..190).contains(&p.0[0])));
+    }
+
+    #[test]
+    fn a_reversed_log_axis_gets_the_papers_ticks_and_runs_right_to_left() {
+        let axis = XAxis::new(&chart());
+        let labels: Vec<&str> = axis.ticks.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(labels[..3], ["100", "80", "64"], "{labels:?}");
+        assert!(axis.ticks.windows(2).all(|w| w[0].0 < w[1].0), "100 at the left, decreasing to the right");
+        assert!((axis.x(axis.u(16.8)) - 16.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_legend_goes_where_it_covers_the_least_data() {
+        let mut c = chart();
+        // Points high at the left (dense end): the upper left is taken.
+        let axis = XAxis::new(&c);
+        assert!(matches!(legend_corner(&c, &axis, y_range(&c), 2), SeriesLabelPosition::UpperRight | SeriesLabelPosition::LowerLeft | SeriesLabelPosition::LowerRight));
+        c.series[0].points.iter_mut().for_each(|p| (p.y, p.lo, p.hi) = (0.5, 0.49, 0.51));
+        c.band = None;
+        let axis = XAxis::new(&c);
+        assert!(matches!(legend_corner(&c, &axis, y_range(&c), 1), SeriesLabelPosition::UpperLeft));
     }
 }

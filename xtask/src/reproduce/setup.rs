@@ -22,7 +22,7 @@ use lt_lottery::{LotterySpec, PruneSpec, TrainSpec};
 use lt_train::Preset;
 
 /// How much of the paper's protocol to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scale {
     /// Minutes, on the bundled sample dataset: checks the pipeline.
