@@ -26,8 +26,23 @@ use candle_core::{DType, Device, Tensor};
 use lt_models::{InputSpec, Model};
 use lt_train::{Masks, Optimizer, OptimizerConfig};
 
-/// fp32 peak of this project's 2-core machine: 2 cores × 32 FLOP/cycle × 2.45 GHz.
-const PEAK_GFLOPS: f64 = 156.8;
+/// What the benchmark ran on: the CPU, the tier of each kernel family, and the fp32 peak measured
+/// on the spot with `threads` threads (a short FMA loop at the widest width the CPU has).
+struct Machine {
+    cpu: String,
+    isa: String,
+    peak_gflops: f64,
+}
+
+impl Machine {
+    fn measure(threads: usize) -> Machine {
+        use lt_kernels::cpu;
+        let isa = cpu::kernel_tiers().iter().map(|(k, i)| format!("{k}={}", i.name())).collect::<Vec<_>>().join(",");
+        // The best of three short runs: a neighbour's burst on this shared machine only lowers it.
+        let peak = (0..3).map(|_| cpu::measured_peak_gflops(threads, std::time::Duration::from_millis(150))).fold(0.0, f64::max);
+        Machine { cpu: cpu::model_name(), isa, peak_gflops: peak }
+    }
+}
 
 struct Net {
     key: &'static str,
@@ -258,9 +273,11 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let nets: Vec<Net> =
         nets().into_iter().filter(|n| models.as_ref().is_none_or(|m| m.split(',').any(|k| k == n.key))).collect();
+    let machine = Machine::measure(threads);
     if !json {
+        println!("cpu: {}; kernels: {}; fp32 peak measured now: {:.0} GFLOP/s ({threads} threads)", machine.cpu, machine.isa, machine.peak_gflops);
         println!(
-            "training step (best of {rounds} alternating rounds, each the median of {steps} steps) and evaluation, {threads} threads; fp32 peak {PEAK_GFLOPS} GFLOP/s; peak memory: resident set of a process per network"
+            "training step (best of {rounds} alternating rounds, each the median of {steps} steps) and evaluation, {threads} threads; peak memory: resident set of a process per network"
         );
         println!(
             "{:<9} {:<7} {:>9} {:>9} {:>6} {:>8} {:>5} {:>10} {:>10} {:>8} {:>8}",
@@ -311,7 +328,8 @@ pub fn run(args: &[String]) -> Result<()> {
                     serde_json::json!({
                         "network": net.key, "masked": masked, "threads": threads, "batch": net.batch,
                         "project_ms": ours.step_ms, "torch_ms": torch_ms, "ratio": ratio,
-                        "gflops": gflops, "peak_fraction": gflops / PEAK_GFLOPS,
+                        "gflops": gflops, "peak_fraction": gflops / machine.peak_gflops,
+                        "cpu": machine.cpu, "isa": machine.isa, "peak_gflops": machine.peak_gflops,
                         "eval_images_per_s": ours.eval_images_per_s, "torch_eval_images_per_s": torch_eval,
                         "project_peak_rss_kb": ours_kb, "torch_peak_rss_kb": torch_kb,
                     })
@@ -326,7 +344,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     opt(torch_ms, 1),
                     opt(ratio, 2),
                     gflops,
-                    100.0 * gflops / PEAK_GFLOPS,
+                    100.0 * gflops / machine.peak_gflops,
                     ours.eval_images_per_s,
                     opt(torch_eval, 0),
                     ours_kb as f64 / 1024.0,

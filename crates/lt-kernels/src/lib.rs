@@ -16,6 +16,7 @@ mod add_relu;
 mod alloc;
 mod batch_norm;
 mod conv;
+pub mod cpu;
 mod linear;
 mod matmul;
 mod max_pool;

@@ -1,15 +1,21 @@
-//! Elementwise loops compiled twice, for AVX2+FMA and for the baseline x86-64 (SSE2), chosen at
-//! run time; and output buffers that are written once instead of zeroed first.
+//! Elementwise loops compiled three times, for AVX-512, for AVX2+FMA and for the baseline x86-64
+//! (SSE2), chosen at run time; and output buffers that are written once instead of zeroed first.
 //!
 //! The workspace builds for the baseline target so that binaries run on any x86-64 machine; the
 //! `gemm` crate already dispatches its micro-kernels at run time, and this module does the same
 //! for this crate's own loops. Loops here are written so that LLVM vectorizes them without
 //! fast-math: no reductions in one accumulator (see [`sum_and_sum_sq`]'s lanes), no calls.
+//! `LT_KERNELS_ISA=avx2|baseline` caps the tier (to compare tiers on one machine); tests compare
+//! each tier's results on the same inputs with [`at_tier`].
 
+use std::cell::Cell;
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
-/// Defines a function whose body is compiled once with AVX2 and FMA enabled and once for the
-/// baseline, and calls the first when the CPU has both features.
+pub(crate) use crate::cpu::Isa;
+
+/// Defines a function whose body is compiled once each for AVX-512, for AVX2 with FMA and for
+/// the baseline, and calls the widest that [`tier`] allows.
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])* $vis fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -17,13 +23,20 @@ macro_rules! multiversion {
             fn inner($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     inner($($arg),*)
                 }
-                if $crate::simd::has_avx2() {
-                    // SAFETY: `avx2` only needs the CPU features that `has_avx2` just confirmed.
-                    return unsafe { avx2($($arg),*) };
+                match $crate::simd::tier() {
+                    // SAFETY: `tier` never exceeds what the CPU has (`Isa::detect`).
+                    $crate::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::Isa::Baseline => {}
                 }
             }
             inner($($arg),*)
@@ -32,10 +45,46 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// Whether the CPU has AVX2 and FMA (the standard library caches the answer).
+/// The widest tier this CPU has, capped by `LT_KERNELS_ISA` (read once).
+fn detected() -> Isa {
+    static TIER: OnceLock<Isa> = OnceLock::new();
+    *TIER.get_or_init(|| {
+        let cap = match std::env::var("LT_KERNELS_ISA").as_deref() {
+            Ok("baseline") => Isa::Baseline,
+            Ok("avx2") => Isa::Avx2,
+            _ => Isa::Avx512,
+        };
+        Isa::detect().min(cap)
+    })
+}
+
+thread_local! {
+    /// A per-thread cap, set only by [`at_tier`].
+    static CAP: Cell<Isa> = const { Cell::new(Isa::Avx512) };
+}
+
+/// The tier this crate's loops run at on this thread.
+pub(crate) fn tier() -> Isa {
+    detected().min(CAP.with(Cell::get))
+}
+
+/// Runs `f` with this thread's loops capped at `isa` (on this thread only: kernels that fan out
+/// to other threads are not capped); `None` where the CPU lacks `isa`.
+#[cfg(test)]
+pub(crate) fn at_tier<R>(isa: Isa, f: impl FnOnce() -> R) -> Option<R> {
+    if detected() < isa {
+        return None;
+    }
+    let before = CAP.with(|c| c.replace(isa));
+    let out = f();
+    CAP.with(|c| c.set(before));
+    Some(out)
+}
+
+/// Whether this thread's loops may use AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    tier() >= Isa::Avx2
 }
 
 /// A vector of `n` floats whose every element `fill` writes; no pass zeroes it first.
@@ -52,17 +101,21 @@ pub(crate) unsafe fn written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>]
     v
 }
 
+/// Lanes of the intrinsics loops (one AVX2 vector).
 const LANES: usize = 8;
+/// Lanes of the sums LLVM vectorizes: one AVX-512 vector, two AVX2 ones (two chains hide the
+/// latency of the adds).
+const WIDE: usize = 16;
 
 multiversion! {
-    /// The sum and the sum of squares of `x`, in f32 with 8 independent lanes per sum (which
+    /// The sum and the sum of squares of `x`, in f32 with 16 independent lanes per sum (which
     /// vectorizes and is more accurate than one running sum).
     pub(crate) fn sum_and_sum_sq(x: &[f32]) -> (f32, f32) {
-        let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
-        let chunks = x.chunks_exact(LANES);
+        let (mut s, mut q) = ([0f32; WIDE], [0f32; WIDE]);
+        let chunks = x.chunks_exact(WIDE);
         let rest = chunks.remainder();
         for c in chunks {
-            for l in 0..LANES {
+            for l in 0..WIDE {
                 s[l] += c[l];
                 q[l] += c[l] * c[l];
             }
@@ -138,13 +191,13 @@ unsafe fn gated_sums_avx2(g: &[f32], x: &[f32], y: Option<&[f32]>) -> (f32, f32)
 }
 
 multiversion! {
-    /// `Σ x` with 8 lanes.
+    /// `Σ x` with 16 lanes.
     pub(crate) fn sum(x: &[f32]) -> f32 {
-        let mut s = [0f32; LANES];
-        let chunks = x.chunks_exact(LANES);
+        let mut s = [0f32; WIDE];
+        let chunks = x.chunks_exact(WIDE);
         let rest: f32 = chunks.remainder().iter().sum();
         for c in chunks {
-            for l in 0..LANES {
+            for l in 0..WIDE {
                 s[l] += c[l];
             }
         }
@@ -237,6 +290,49 @@ multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every loop of this module at every tier the CPU has, on the same inputs: the results of
+    /// the wider tiers within float tolerance of the baseline's (bit-identical for the loops
+    /// without sums). Tiers the CPU lacks are skipped with a note.
+    #[test]
+    fn every_tier_computes_what_the_baseline_computes() {
+        type Outputs = Vec<Vec<f32>>;
+        let run = || -> Outputs {
+            let n = 1000 + 37;
+            let (x, g) = (numbers(n), numbers(n + 5)[5..].to_vec());
+            let y: Vec<f32> = x.iter().map(|v| v - 0.5).collect();
+            let (s, q) = sum_and_sum_sq(&x);
+            let (a, b) = gated_sums(&g, &x, Some(&y));
+            let mut out = vec![vec![s, q, sum(&x), a, b]];
+            let mut r = x.clone();
+            relu_in_place(&mut r);
+            add_scalar(&mut r, 0.25);
+            add_into(&mut r, &g);
+            out.push(r);
+            let written = |f: &dyn Fn(&mut [MaybeUninit<f32>])| {
+                // SAFETY: each kernel below writes every element of its output.
+                unsafe { super::written(n, |o| f(o)) }
+            };
+            out.push(written(&|o| scale_shift(o, &x, 1.5, -0.25, true)));
+            out.push(written(&|o| gated_affine(o, &g, &x, Some(&y), 0.5, -2.0, 0.125)));
+            out.push(written(&|o| add_relu(o, &x, &g)));
+            out.push(written(&|o| relu_grad(o, &y, &g)));
+            out
+        };
+        let base = at_tier(Isa::Baseline, run).expect("every CPU has the baseline");
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            let Some(wide) = at_tier(isa, run) else {
+                eprintln!("note: this CPU lacks {}: its loops were not compared", isa.name());
+                continue;
+            };
+            for (k, (w, b)) in wide.iter().zip(&base).enumerate() {
+                for (i, (w, b)) in w.iter().zip(b).enumerate() {
+                    let tol = if k == 0 { 1e-5 * (1.0 + b.abs()) * 1000.0f32.sqrt() } else { 1e-6 * (1.0 + b.abs()) };
+                    assert!((w - b).abs() <= tol, "{}: output {k}[{i}]: {w} vs baseline {b}", isa.name());
+                }
+            }
+        }
+    }
 
     fn numbers(n: usize) -> Vec<f32> {
         (0..n).map(|i| ((i as f32) * 0.37).sin() * 3.0 + 0.5).collect()
