@@ -7,8 +7,7 @@ use crate::{Sandbox, bundled_datasets, stderr, stdout};
 
 #[test]
 fn info_finds_fashion_mnist_from_the_debian_package() {
-    let Some(fashion) = lt_data::testing::full_fashion_mnist("info_finds_fashion_mnist_from_the_debian_package")
-    else {
+    let Some(fashion) = lt_data::testing::full_fashion_mnist("info_finds_fashion_mnist_from_the_debian_package") else {
         return;
     };
     let sb = Sandbox::new();
@@ -211,4 +210,191 @@ fn an_error_in_a_gz_file_names_the_gz_not_its_cached_copy() {
     let named = dir.join("t10k-labels-idx1-ubyte.gz");
     assert!(err.contains(&format!("{}:", named.display())), "the .gz is named first: {err}");
     assert!(err.contains("decompressed content, read from") && err.contains("cache"), "{err}");
+}
+
+/// A well-formed miniature Fashion-MNIST in `dir` (raw IDX files: 6 train, 4 test examples).
+fn write_mini_fashion(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (prefix, n) in [("train", 6u32), ("t10k", 4)] {
+        let images: Vec<u8> = (0..n as usize * 784).map(|i| (i % 251) as u8).collect();
+        lt_data::write_idx(&dir.join(format!("{prefix}-images-idx3-ubyte")), &[n, 28, 28], &images).unwrap();
+        let labels: Vec<u8> = (0..n as u8).map(|i| i % 10).collect();
+        lt_data::write_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte")), &[n], &labels).unwrap();
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Each broken folder is refused by `lt data verify` (exit 1, or 2 where the folder cannot be
+/// read at all) and by `lt train` (exit 2) with an error naming the broken file and what is wrong
+/// with it, and `lt train` writes nothing under a final name.
+#[test]
+fn a_corpus_of_broken_dataset_folders_is_refused_with_the_file_named() {
+    type Break = fn(&std::path::Path) -> std::path::PathBuf;
+    let cases: [(&str, Break, &[&str]); 8] = [
+        (
+            "truncated",
+            |d| {
+                let f = d.join("t10k-images-idx3-ubyte");
+                let bytes = std::fs::read(&f).unwrap();
+                std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
+                f
+            },
+            &["expected 3152 bytes, found 3052"],
+        ),
+        (
+            "wrong magic",
+            |d| {
+                let f = d.join("train-labels-idx1-ubyte");
+                let mut bytes = std::fs::read(&f).unwrap();
+                bytes[2] = 0x0D; // float32 instead of unsigned bytes
+                std::fs::write(&f, bytes).unwrap();
+                f
+            },
+            &["magic"],
+        ),
+        (
+            "counts disagree",
+            |d| {
+                let f = d.join("t10k-labels-idx1-ubyte");
+                lt_data::write_idx(&f, &[3], &[1, 2, 3]).unwrap();
+                f
+            },
+            &["holds 4 images but", "holds 3 labels"],
+        ),
+        (
+            "label out of range",
+            |d| {
+                let f = d.join("train-labels-idx1-ubyte");
+                lt_data::write_idx(&f, &[6], &[0, 1, 2, 10, 4, 5]).unwrap();
+                f
+            },
+            &["example 3 has label 10", "10 classes"],
+        ),
+        (
+            "missing file",
+            |d| {
+                let f = d.join("train-images-idx3-ubyte");
+                std::fs::remove_file(&f).unwrap();
+                f
+            },
+            &["lacks"],
+        ),
+        (
+            "empty file",
+            |d| {
+                let f = d.join("t10k-labels-idx1-ubyte");
+                std::fs::write(&f, b"").unwrap();
+                f
+            },
+            &["found 0"],
+        ),
+        (
+            "not gzip",
+            |d| {
+                let f = d.join("train-images-idx3-ubyte");
+                std::fs::remove_file(&f).unwrap();
+                let gz = d.join("train-images-idx3-ubyte.gz");
+                std::fs::write(&gz, b"this is not a gzip stream at all").unwrap();
+                gz
+            },
+            &["gzip"],
+        ),
+        (
+            "gzip cut short",
+            |d| {
+                let f = d.join("t10k-images-idx3-ubyte");
+                let packed = gzip(&std::fs::read(&f).unwrap());
+                std::fs::remove_file(&f).unwrap();
+                let gz = d.join("t10k-images-idx3-ubyte.gz");
+                std::fs::write(&gz, &packed[..packed.len() / 2]).unwrap();
+                gz
+            },
+            &[],
+        ),
+    ];
+    for (case, break_it, says) in cases {
+        let sb = Sandbox::new();
+        let data = sb.path().join("data");
+        let dir = data.join("fashion-mnist");
+        write_mini_fashion(&dir);
+        let broken = break_it(&dir);
+        let o = sb.lt(&["--data-dir", data.to_str().unwrap(), "data", "verify", "fashion-mnist"]);
+        let text = stdout(&o) + &stderr(&o);
+        assert!(matches!(o.status.code(), Some(1 | 2)), "{case}: verify exits non-zero: {text}");
+        let named = broken.file_name().unwrap().to_str().unwrap();
+        assert!(text.contains(named), "{case}: verify names {named}: {text}");
+        assert!(!text.contains("fashion-mnist: ok"), "{case}: {text}");
+        let run = sb.path().join("run");
+        let o = sb.lt(&[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "train",
+            "--preset",
+            "lenet",
+            "--dataset",
+            "fashion-mnist",
+            "--iters",
+            "2it",
+            "--batch",
+            "2",
+            "--out",
+            run.to_str().unwrap(),
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{case}: train refuses: {}{err}", stdout(&o));
+        assert!(err.contains(named), "{case}: train names {named}: {err}");
+        for s in says {
+            assert!(err.contains(s), "{case}: the error says {s:?}: {err}");
+        }
+        for f in ["final.safetensors", "checkpoint.safetensors", "metrics.jsonl"] {
+            assert!(!run.join(f).exists(), "{case}: nothing written under a final name ({f})");
+        }
+    }
+}
+
+/// A CIFAR-10 batch that is not a whole number of 3,073-byte records is refused, named.
+#[test]
+fn a_cifar_batch_that_is_not_whole_records_is_refused() {
+    let sb = Sandbox::new();
+    let data = sb.path().join("data");
+    let dir = data.join("cifar10/cifar-10-batches-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let px = [7u8; lt_data::CIFAR_PIXELS];
+    for n in 1..=5 {
+        lt_data::write_cifar_batch(&dir.join(format!("data_batch_{n}.bin")), [(1, px), (2, px)]).unwrap();
+    }
+    lt_data::write_cifar_batch(&dir.join("test_batch.bin"), [(3, px), (4, px)]).unwrap();
+    let f = dir.join("data_batch_3.bin");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes.extend_from_slice(&[0; 100]);
+    std::fs::write(&f, bytes).unwrap();
+    let o = sb.lt(&["--data-dir", data.to_str().unwrap(), "data", "verify", "cifar10"]);
+    let text = stdout(&o) + &stderr(&o);
+    assert!(matches!(o.status.code(), Some(1 | 2)) && text.contains("data_batch_3.bin"), "{text}");
+    let run = sb.path().join("run");
+    let o = sb.lt(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "train",
+        "--preset",
+        "resnet18-standard",
+        "--dataset",
+        "cifar10",
+        "--iters",
+        "1it",
+        "--batch",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("data_batch_3.bin") && err.contains("3073"), "{err}");
+    assert!(!run.join("final.safetensors").exists());
 }

@@ -39,7 +39,9 @@ impl Machine {
         use lt_kernels::cpu;
         let isa = cpu::kernel_tiers().iter().map(|(k, i)| format!("{k}={}", i.name())).collect::<Vec<_>>().join(",");
         // The best of three short runs: a neighbour's burst on this shared machine only lowers it.
-        let peak = (0..3).map(|_| cpu::measured_peak_gflops(threads, std::time::Duration::from_millis(150))).fold(0.0, f64::max);
+        let peak = (0..3)
+            .map(|_| cpu::measured_peak_gflops(threads, std::time::Duration::from_millis(150)))
+            .fold(0.0, f64::max);
         Machine { cpu: cpu::model_name(), isa, peak_gflops: peak }
     }
 }
@@ -275,7 +277,10 @@ pub fn run(args: &[String]) -> Result<()> {
         nets().into_iter().filter(|n| models.as_ref().is_none_or(|m| m.split(',').any(|k| k == n.key))).collect();
     let machine = Machine::measure(threads);
     if !json {
-        println!("cpu: {}; kernels: {}; fp32 peak measured now: {:.0} GFLOP/s ({threads} threads)", machine.cpu, machine.isa, machine.peak_gflops);
+        println!(
+            "cpu: {}; kernels: {}; fp32 peak measured now: {:.0} GFLOP/s ({threads} threads)",
+            machine.cpu, machine.isa, machine.peak_gflops
+        );
         println!(
             "training step (best of {rounds} alternating rounds, each the median of {steps} steps) and evaluation, {threads} threads; peak memory: resident set of a process per network"
         );

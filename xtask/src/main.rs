@@ -56,7 +56,9 @@ fn run(args: &[String]) -> Result<()> {
         Some("fixtures") => fixtures::run(&args[1..]),
         Some("reproduce") => reproduce::run(&args[1..]),
         Some("render") if args.iter().any(|a| help(Some(a))) => {
-            println!("usage: cargo xtask render DIR...: re-draws figure.svg and figure.png of finished figures from their data.json");
+            println!(
+                "usage: cargo xtask render DIR...: re-draws figure.svg and figure.png of finished figures from their data.json"
+            );
             Ok(())
         }
         Some("render") => reproduce::render(&args[1..]),

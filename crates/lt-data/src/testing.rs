@@ -52,17 +52,19 @@ fn full(test: &str) -> Result<TestData, (Locations, String)> {
     let mut loc = Locations::from_env(None);
     loc.data_dir = None;
     let dir = loc.system_dir.join("fashion-mnist");
-    let installed = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-        .iter()
-        .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
+    let installed =
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+            .iter()
+            .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
     if installed {
         return Ok(TestData { name: "fashion-mnist", locations: loc, full: true });
     }
-    let missing = format!(
-        "the full Fashion-MNIST is not in {} (Debian: `apt-get install dataset-fashion-mnist`)",
-        dir.display()
+    let missing =
+        format!("the full Fashion-MNIST is not in {} (Debian: `apt-get install dataset-fashion-mnist`)", dir.display());
+    assert!(
+        std::env::var("LT_REAL_DATA").map_or(true, |v| v != "required"),
+        "{test}: LT_REAL_DATA=required but {missing}"
     );
-    assert!(std::env::var("LT_REAL_DATA").map_or(true, |v| v != "required"), "{test}: LT_REAL_DATA=required but {missing}");
     Err((loc, missing))
 }
 
@@ -71,7 +73,9 @@ fn full(test: &str) -> Result<TestData, (Locations, String)> {
 pub fn fashion_mnist(test: &str) -> TestData {
     full(test).unwrap_or_else(|(mut loc, missing)| {
         static SAID: Once = Once::new();
-        SAID.call_once(|| say(&format!("note: {test}: {missing}; running on the bundled 2,000-example sample instead")));
+        SAID.call_once(|| {
+            say(&format!("note: {test}: {missing}; running on the bundled 2,000-example sample instead"))
+        });
         loc.data_dir = Some(bundled_datasets());
         TestData { name: "fashion-mnist-sample", locations: loc, full: false }
     })

@@ -647,7 +647,9 @@ pub fn render(dirs: &[String]) -> Result<()> {
         let panels: Vec<Setup> = presets
             .iter()
             .enumerate()
-            .map(|(i, p)| Setup::new(p, saved.scale, saved.datasets.get(i).or(saved.datasets.first()).map(String::as_str)))
+            .map(|(i, p)| {
+                Setup::new(p, saved.scale, saved.datasets.get(i).or(saved.datasets.first()).map(String::as_str))
+            })
             .collect::<Result<_>>()?;
         let fig = Figure::new(def, panels);
         draw(&fig, saved.scale, &saved.rows, dir)?;

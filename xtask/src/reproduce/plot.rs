@@ -157,10 +157,11 @@ impl XAxis {
             // The paper's grid of % weights remaining (0.8^n x 100) where it spans many levels,
             // else round decades.
             let paper: Vec<f64> = (0..40).map(|n| 100.0 * 0.8f64.powi(n)).filter(|v| (a..=b).contains(v)).collect();
-            let decades: Vec<f64> = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
-                .into_iter()
-                .filter(|v| (a..=b).contains(v))
-                .collect();
+            let decades: Vec<f64> =
+                [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
+                    .into_iter()
+                    .filter(|v| (a..=b).contains(v))
+                    .collect();
             if (4..=40).contains(&paper.len()) && c.x_reversed {
                 // Every other level at most 10 ticks, always including 100.
                 let every = paper.len().div_ceil(10);
@@ -174,8 +175,13 @@ impl XAxis {
             nice_ticks(a, b, 6)
         };
         // One decimal, as the paper labels its grid (51.2, 16.8, 8.6), two below 1%.
-        let fmt = |v: f64| if v >= 1.0 { fmt_tick((v * 10.0).round() / 10.0) } else { fmt_tick((v * 100.0).round() / 100.0) };
-        axis.ticks = candidates.into_iter().filter(|v| v.is_finite() && (!c.x_log || *v > 0.0)).map(|v| (axis.u(v), fmt(v))).collect();
+        let fmt =
+            |v: f64| if v >= 1.0 { fmt_tick((v * 10.0).round() / 10.0) } else { fmt_tick((v * 100.0).round() / 100.0) };
+        axis.ticks = candidates
+            .into_iter()
+            .filter(|v| v.is_finite() && (!c.x_log || *v > 0.0))
+            .map(|v| (axis.u(v), fmt(v)))
+            .collect();
         axis
     }
 
@@ -340,10 +346,8 @@ impl Figure {
         let (w, _) = root.dim_in_pixel();
         let mut y = 10.0 * k;
         for line in self.title_lines() {
-            let style = TextStyle::from((FONT, 21.0 * k).into_font()).pos(text_anchor::Pos::new(
-                text_anchor::HPos::Center,
-                text_anchor::VPos::Top,
-            ));
+            let style = TextStyle::from((FONT, 21.0 * k).into_font())
+                .pos(text_anchor::Pos::new(text_anchor::HPos::Center, text_anchor::VPos::Top));
             root.draw_text(line, &style, (w as i32 / 2, y as i32)).map_err(err)?;
             y += 22.0 * k;
         }
@@ -375,7 +379,10 @@ impl Figure {
             .margin(px(10.0))
             .x_label_area_size(px(44.0))
             .y_label_area_size(px(56.0))
-            .build_cartesian_2d(Ticked { range: axis.range, ticks: axis.ticks.iter().map(|t| t.0).collect() }, y0..y1)?;
+            .build_cartesian_2d(
+                Ticked { range: axis.range, ticks: axis.ticks.iter().map(|t| t.0).collect() },
+                y0..y1,
+            )?;
         let labels: Vec<(f64, String)> = axis.ticks.clone();
         let x_label = move |u: &f64| {
             labels.iter().find(|(v, _)| (v - u).abs() < 1e-9).map(|(_, s)| s.clone()).unwrap_or_default()
@@ -410,7 +417,10 @@ impl Figure {
                 ))?
                 .label(&band.name)
                 .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - (5.0 * k) as i32), (x + (20.0 * k) as i32, y + (5.0 * k) as i32)], rgb(GREY).mix(0.3).filled())
+                    Rectangle::new(
+                        [(x, y - (5.0 * k) as i32), (x + (20.0 * k) as i32, y + (5.0 * k) as i32)],
+                        rgb(GREY).mix(0.3).filled(),
+                    )
                 });
         }
         let categorical = !c.categories.is_empty();
@@ -426,7 +436,11 @@ impl Figure {
                 for p in &s.points {
                     let x = at(p);
                     let cap = 0.04;
-                    for seg in [vec![(x, p.lo), (x, p.hi)], vec![(x - cap, p.lo), (x + cap, p.lo)], vec![(x - cap, p.hi), (x + cap, p.hi)]] {
+                    for seg in [
+                        vec![(x, p.lo), (x, p.hi)],
+                        vec![(x - cap, p.lo), (x + cap, p.lo)],
+                        vec![(x - cap, p.hi), (x + cap, p.hi)],
+                    ] {
                         chart.draw_series(std::iter::once(PathElement::new(seg, stroke(s.color, 1.2))))?;
                     }
                 }
@@ -438,17 +452,24 @@ impl Figure {
             let legend = move |(x, y): (i32, i32)| {
                 let end = x + (20.0 * k) as i32;
                 if dashed {
-                    EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), ((8.0 * k) as i32, 0)], legend_style)
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), ((8.0 * k) as i32, 0)], legend_style)
                         + PathElement::new(vec![((12.0 * k) as i32, 0), ((20.0 * k) as i32, 0)], legend_style)
                 } else {
-                    EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (end - x, 0)], legend_style)
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (end - x, 0)], legend_style)
                         + PathElement::new(vec![(0, 0), (0, 0)], legend_style)
                 }
             };
             let drawn = if categorical && !c.connect {
                 chart.draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
             } else if s.dashed {
-                chart.draw_series(DashedLineSeries::new(line.clone(), (6.0 * k) as i32, (4.0 * k) as i32, stroke(s.color, width)))?
+                chart.draw_series(DashedLineSeries::new(
+                    line.clone(),
+                    (6.0 * k) as i32,
+                    (4.0 * k) as i32,
+                    stroke(s.color, width),
+                ))?
             } else {
                 chart.draw_series(LineSeries::new(line.clone(), stroke(s.color, width)))?
             };
@@ -503,7 +524,10 @@ mod tests {
         let fig = Figure::new("Figure", Some("SMOKE RUN"), &[chart(), chart()], 2);
         let svg = fig.svg().unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("SMOKE RUN"), "{svg}");
-        assert!(svg.contains("<text") && svg.contains("% weights remaining") && svg.contains("dense"), "text as text: {svg}");
+        assert!(
+            svg.contains("<text") && svg.contains("% weights remaining") && svg.contains("dense"),
+            "text as text: {svg}"
+        );
         let png = fig.png().unwrap();
         let (w, h) = fig.size();
         assert_eq!((png.width(), png.height()), (2 * w, 2 * h));
@@ -526,7 +550,10 @@ mod tests {
         let mut c = chart();
         // Points high at the left (dense end): the upper left is taken.
         let axis = XAxis::new(&c);
-        assert!(matches!(legend_corner(&c, &axis, y_range(&c), 2), SeriesLabelPosition::UpperRight | SeriesLabelPosition::LowerLeft | SeriesLabelPosition::LowerRight));
+        assert!(matches!(
+            legend_corner(&c, &axis, y_range(&c), 2),
+            SeriesLabelPosition::UpperRight | SeriesLabelPosition::LowerLeft | SeriesLabelPosition::LowerRight
+        ));
         c.series[0].points.iter_mut().for_each(|p| (p.y, p.lo, p.hi) = (0.5, 0.49, 0.51));
         c.band = None;
         let axis = XAxis::new(&c);
