@@ -7,13 +7,16 @@ usage: python bench_step.py [--threads 2] [--steps 20] [--warmup 3] [--models le
 """
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-import nets
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path (runpy) too
+import nets  # noqa: E402
 
 NETWORKS = {
     # name: (constructor, input shape, batch, optimizer, learning rate)
