@@ -241,12 +241,16 @@ fn dodge(c: &Chart, si: usize) -> f64 {
     if c.categories.is_empty() { 0.0 } else { (si as f64 - (n - 1.0) / 2.0) * 0.18 }
 }
 
-/// The legend's corner: the one of the four whose box (a fraction of the panel) holds the fewest
-/// data points, the upper left on ties.
-fn legend_corner(c: &Chart, axis: &XAxis, (y0, y1): (f64, f64), entries: usize) -> SeriesLabelPosition {
+/// The legend box as fractions of the plotting area's width and height.
+fn legend_size(c: &Chart, entries: usize) -> (f64, f64) {
     let widest = c.series.iter().map(|s| s.name.len()).chain(c.band.iter().map(|b| b.name.len())).max().unwrap_or(0);
-    let w = ((30.0 + 6.5 * widest as f64) / PANEL_W).min(0.9);
-    let h = ((8.0 + 16.0 * entries as f64) / (PANEL_H - 90.0)).min(0.9);
+    (((34.0 + 8.0 * widest as f64) / (PANEL_W - 80.0)).min(0.9), ((10.0 + 20.0 * entries as f64) / (PANEL_H - 110.0)).min(0.9))
+}
+
+/// The legend's corner: the one of the four whose box holds the fewest data points (the upper
+/// left on ties), and how many it holds.
+fn legend_corner(c: &Chart, axis: &XAxis, (y0, y1): (f64, f64), entries: usize) -> (SeriesLabelPosition, usize) {
+    let (w, h) = legend_size(c, entries);
     let (u0, u1) = axis.range;
     let frac = |p: &Point, si: usize, y: f64| (((axis.u(p.x) + dodge(c, si)) - u0) / (u1 - u0), (y - y0) / (y1 - y0));
     let corners = [
@@ -269,14 +273,14 @@ fn legend_corner(c: &Chart, axis: &XAxis, (y0, y1): (f64, f64), entries: usize) 
         }
         n
     };
-    let mut best = (usize::MAX, SeriesLabelPosition::UpperLeft);
+    let mut best = (SeriesLabelPosition::UpperLeft, usize::MAX);
     for (pos, fx, fy) in corners {
         let n = covered(fx, fy);
-        if n < best.0 {
-            best = (n, pos);
+        if n < best.1 {
+            best = (pos, n);
         }
     }
-    best.1
+    best
 }
 
 impl Figure {
@@ -290,13 +294,29 @@ impl Figure {
         self.charts.len().div_ceil(self.columns).max(1)
     }
 
-    /// The title's lines: a title wider than the figure (about 9.5 px a character) breaks before its " [".
-    fn title_lines(&self) -> Vec<&str> {
-        let width = self.columns as f64 * PANEL_W;
-        match self.title.find(" [") {
-            Some(at) if self.title.len() as f64 * 9.5 > width - 16.0 => vec![&self.title[..at], &self.title[at + 1..]],
-            _ => vec![&self.title],
+    /// The title's lines: wrapped at spaces to the figure's width (about 9.5 px a character),
+    /// the bracketed scale and dataset on a line of their own when it does not fit.
+    fn title_lines(&self) -> Vec<String> {
+        let fits = ((self.columns as f64 * PANEL_W - 16.0) / 9.5) as usize;
+        if self.title.len() <= fits {
+            return vec![self.title.clone()];
         }
+        let (text, tail) = match self.title.find(" [") {
+            Some(at) => (&self.title[..at], Some(&self.title[at + 1..])),
+            None => (self.title.as_str(), None),
+        };
+        let mut lines: Vec<String> = Vec::new();
+        for word in text.split(' ') {
+            match lines.last_mut() {
+                Some(line) if line.len() + 1 + word.len() <= fits => {
+                    line.push(' ');
+                    line.push_str(word);
+                }
+                _ => lines.push(word.to_string()),
+            }
+        }
+        lines.extend(tail.map(String::from));
+        lines
     }
 
     fn header_height(&self) -> f64 {
@@ -345,7 +365,7 @@ impl Figure {
         root.fill(&WHITE).map_err(err)?;
         let (w, _) = root.dim_in_pixel();
         let mut y = 10.0 * k;
-        for line in self.title_lines() {
+        for line in &self.title_lines() {
             let style = TextStyle::from((FONT, 21.0 * k).into_font())
                 .pos(text_anchor::Pos::new(text_anchor::HPos::Center, text_anchor::VPos::Top));
             root.draw_text(line, &style, (w as i32 / 2, y as i32)).map_err(err)?;
@@ -372,7 +392,15 @@ impl Figure {
         k: f64,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         let axis = XAxis::new(c);
-        let (y0, y1) = y_range(c);
+        let (y0, mut y1) = y_range(c);
+        let entries = c.series.len() + usize::from(c.band.is_some());
+        let (mut corner, covered) = legend_corner(c, &axis, (y0, y1), entries);
+        if covered > 0 {
+            // Every corner holds data: headroom above it for the legend.
+            let (_, h) = legend_size(c, entries);
+            y1 += (y1 - y0) * h / (1.0 - h);
+            corner = SeriesLabelPosition::UpperLeft;
+        }
         let px = |v: f64| (v * k) as i32;
         let mut chart = ChartBuilder::on(area)
             .caption(&c.title, (FONT, 17.0 * k))
@@ -476,11 +504,10 @@ impl Figure {
             drawn.label(&s.name).legend(legend);
             chart.draw_series(line.iter().map(|&(x, y)| Circle::new((x, y), (2.8 * k) as i32, color.filled())))?;
         }
-        let entries = c.series.len() + usize::from(c.band.is_some());
         if entries > 0 {
             chart
                 .configure_series_labels()
-                .position(legend_corner(c, &axis, (y0, y1), entries))
+                .position(corner)
                 .margin(px(6.0))
                 .legend_area_size(px(24.0))
                 .label_font((FONT, 14.0 * k))
@@ -557,6 +584,6 @@ mod tests {
         c.series[0].points.iter_mut().for_each(|p| (p.y, p.lo, p.hi) = (0.5, 0.49, 0.51));
         c.band = None;
         let axis = XAxis::new(&c);
-        assert!(matches!(legend_corner(&c, &axis, y_range(&c), 1), SeriesLabelPosition::UpperLeft));
+        assert!(matches!(legend_corner(&c, &axis, y_range(&c), 1), (SeriesLabelPosition::UpperLeft, 0)));
     }
 }
