@@ -165,19 +165,7 @@ fn an_incomplete_data_dir_copy_is_refused_not_completed_from_elsewhere() {
     assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
     assert!(out.contains("t10k-labels-idx1-ubyte") && !out.contains("fashion-mnist: ok"), "{out}");
     assert!(!out.contains("/usr/share/datasets"), "nothing read from another copy: {out}");
-    let o = sb.lt(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "train",
-        "--preset",
-        "lenet",
-        "--dataset",
-        "fashion-mnist",
-        "--iters",
-        "1it",
-        "--out",
-        sb.path().join("run").to_str().unwrap(),
-    ]);
+    let o = train_two_steps(&sb, &data, &sb.path().join("run"));
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     let err = stderr(&o);
     assert!(err.contains("t10k-labels-idx1-ubyte") && err.contains(dir.to_str().unwrap()), "{err}");
@@ -186,15 +174,10 @@ fn an_incomplete_data_dir_copy_is_refused_not_completed_from_elsewhere() {
 
 #[test]
 fn an_error_in_a_gz_file_names_the_gz_not_its_cached_copy() {
-    use std::io::Write as _;
     let sb = Sandbox::new();
     let dir = sb.path().join("data/fashion-mnist");
     std::fs::create_dir_all(&dir).unwrap();
-    let gz = |name: &str, bytes: &[u8]| {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(bytes).unwrap();
-        std::fs::write(dir.join(format!("{name}.gz")), e.finish().unwrap()).unwrap();
-    };
+    let gz = |name: &str, bytes: &[u8]| std::fs::write(dir.join(format!("{name}.gz")), gzip(bytes)).unwrap();
     // A label file whose header says 5 labels, holding 3.
     let mut labels = vec![0, 0, 8, 1, 0, 0, 0, 5];
     labels.extend([1, 2, 3]);
@@ -212,6 +195,26 @@ fn an_error_in_a_gz_file_names_the_gz_not_its_cached_copy() {
     assert!(err.contains("decompressed content, read from") && err.contains("cache"), "{err}");
 }
 
+/// `lt train` of LeNet on the Fashion-MNIST of data dir `data`, two steps of batch 2, into `run`.
+fn train_two_steps(sb: &Sandbox, data: &std::path::Path, run: &std::path::Path) -> std::process::Output {
+    let (data, run) = (data.to_str().unwrap(), run.to_str().unwrap());
+    sb.lt(&[
+        "--data-dir",
+        data,
+        "train",
+        "--preset",
+        "lenet",
+        "--dataset",
+        "fashion-mnist",
+        "--iters",
+        "2it",
+        "--batch",
+        "2",
+        "--out",
+        run,
+    ])
+}
+
 /// A well-formed miniature Fashion-MNIST in `dir` (raw IDX files: 6 train, 4 test examples).
 fn write_mini_fashion(dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -221,6 +224,16 @@ fn write_mini_fashion(dir: &std::path::Path) {
         let labels: Vec<u8> = (0..n as u8).map(|i| i % 10).collect();
         lt_data::write_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte")), &[n], &labels).unwrap();
     }
+}
+
+/// Replaces raw file `name` in `dir` by `name.gz` holding `make(the raw bytes)`; returns the `.gz`.
+fn as_gz(dir: &std::path::Path, name: &str, make: impl FnOnce(Vec<u8>) -> Vec<u8>) -> std::path::PathBuf {
+    let raw = dir.join(name);
+    let bytes = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    let gz = dir.join(format!("{name}.gz"));
+    std::fs::write(&gz, make(bytes)).unwrap();
+    gz
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -296,24 +309,16 @@ fn a_corpus_of_broken_dataset_folders_is_refused_with_the_file_named() {
         ),
         (
             "not gzip",
-            |d| {
-                let f = d.join("train-images-idx3-ubyte");
-                std::fs::remove_file(&f).unwrap();
-                let gz = d.join("train-images-idx3-ubyte.gz");
-                std::fs::write(&gz, b"this is not a gzip stream at all").unwrap();
-                gz
-            },
+            |d| as_gz(d, "train-images-idx3-ubyte", |_| b"this is not a gzip stream at all".to_vec()),
             &["gzip"],
         ),
         (
             "gzip cut short",
             |d| {
-                let f = d.join("t10k-images-idx3-ubyte");
-                let packed = gzip(&std::fs::read(&f).unwrap());
-                std::fs::remove_file(&f).unwrap();
-                let gz = d.join("t10k-images-idx3-ubyte.gz");
-                std::fs::write(&gz, &packed[..packed.len() / 2]).unwrap();
-                gz
+                as_gz(d, "t10k-images-idx3-ubyte", |raw| {
+                    let packed = gzip(&raw);
+                    packed[..packed.len() / 2].to_vec()
+                })
             },
             &[],
         ),
@@ -331,21 +336,7 @@ fn a_corpus_of_broken_dataset_folders_is_refused_with_the_file_named() {
         assert!(text.contains(named), "{case}: verify names {named}: {text}");
         assert!(!text.contains("fashion-mnist: ok"), "{case}: {text}");
         let run = sb.path().join("run");
-        let o = sb.lt(&[
-            "--data-dir",
-            data.to_str().unwrap(),
-            "train",
-            "--preset",
-            "lenet",
-            "--dataset",
-            "fashion-mnist",
-            "--iters",
-            "2it",
-            "--batch",
-            "2",
-            "--out",
-            run.to_str().unwrap(),
-        ]);
+        let o = train_two_steps(&sb, &data, &run);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{case}: train refuses: {}{err}", stdout(&o));
         assert!(err.contains(named), "{case}: train names {named}: {err}");

@@ -244,7 +244,10 @@ fn dodge(c: &Chart, si: usize) -> f64 {
 /// The legend box as fractions of the plotting area's width and height.
 fn legend_size(c: &Chart, entries: usize) -> (f64, f64) {
     let widest = c.series.iter().map(|s| s.name.len()).chain(c.band.iter().map(|b| b.name.len())).max().unwrap_or(0);
-    (((34.0 + 8.0 * widest as f64) / (PANEL_W - 80.0)).min(0.9), ((10.0 + 20.0 * entries as f64) / (PANEL_H - 110.0)).min(0.9))
+    (
+        ((34.0 + 8.0 * widest as f64) / (PANEL_W - 80.0)).min(0.9),
+        ((10.0 + 20.0 * entries as f64) / (PANEL_H - 110.0)).min(0.9),
+    )
 }
 
 /// The legend's corner: the one of the four whose box holds the fewest data points (the upper
