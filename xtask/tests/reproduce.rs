@@ -1,6 +1,7 @@
 //! `cargo xtask reproduce` end to end at the smoke scale on the bundled sample dataset: the
 //! figure's files exist, the CSV has the expected columns and rows, the report names the scale and
-//! the dataset, a second invocation reuses every finished job, and fig4 has every rewind point and
+//! the dataset, `cargo xtask render` re-draws the same figure from `data.json`, a second
+//! invocation reuses every finished job, and fig4 has every rewind point and
 //! takes the k = 0 runs of fig3 from the store.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
@@ -42,6 +43,17 @@ fn fig5_fig3_and_fig4_smoke_runs_write_figure_data_and_report() {
     assert!(report.contains("scale: **smoke**") && report.contains("dataset **fashion-mnist-sample**"), "{report}");
     assert!(report.contains("SMOKE RUN"));
     assert!(std::fs::read_to_string(out5.join("figure.svg")).unwrap().contains("SMOKE RUN"));
+
+    // `cargo xtask render` re-draws the figure from data.json alone, with the same series.
+    let svg = std::fs::read_to_string(out5.join("figure.svg")).unwrap();
+    std::fs::remove_file(out5.join("figure.png")).unwrap();
+    std::fs::write(out5.join("figure.svg"), "").unwrap();
+    let o = xtask(&["render", out5.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(out5.join("figure.svg")).unwrap(), svg, "the same figure");
+    assert!(out5.join("figure.png").is_file());
+    let o = xtask(&["render", dir.path().join("nothing-here").to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o.stderr).contains("data.json"), "{}", text(&o.stderr));
 
     // Everything is in the store now: a second run trains nothing.
     let o = smoke("fig5", "resnet18-standard", &store, &out5);
