@@ -101,21 +101,21 @@ pub(crate) unsafe fn written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>]
     v
 }
 
-/// Lanes of the intrinsics loops (one AVX2 vector).
+/// Lanes of the sums (one AVX2 vector). Not 16 for AVX-512: the sums' rounding moves BatchNorm's
+/// statistics, and with them ReLU gates that sit on the kink, enough to take ResNet-20's step
+/// 7x past the PyTorch fixture's bound (`lt-train/tests/torch_fixtures.rs`), and every tier must
+/// compute the same sums.
 const LANES: usize = 8;
-/// Lanes of the sums LLVM vectorizes: one AVX-512 vector, two AVX2 ones (two chains hide the
-/// latency of the adds).
-const WIDE: usize = 16;
 
 multiversion! {
-    /// The sum and the sum of squares of `x`, in f32 with 16 independent lanes per sum (which
+    /// The sum and the sum of squares of `x`, in f32 with 8 independent lanes per sum (which
     /// vectorizes and is more accurate than one running sum).
     pub(crate) fn sum_and_sum_sq(x: &[f32]) -> (f32, f32) {
-        let (mut s, mut q) = ([0f32; WIDE], [0f32; WIDE]);
-        let chunks = x.chunks_exact(WIDE);
+        let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
+        let chunks = x.chunks_exact(LANES);
         let rest = chunks.remainder();
         for c in chunks {
-            for l in 0..WIDE {
+            for l in 0..LANES {
                 s[l] += c[l];
                 q[l] += c[l] * c[l];
             }
@@ -191,13 +191,13 @@ unsafe fn gated_sums_avx2(g: &[f32], x: &[f32], y: Option<&[f32]>) -> (f32, f32)
 }
 
 multiversion! {
-    /// `Σ x` with 16 lanes.
+    /// `Σ x` with 8 lanes.
     pub(crate) fn sum(x: &[f32]) -> f32 {
-        let mut s = [0f32; WIDE];
-        let chunks = x.chunks_exact(WIDE);
+        let mut s = [0f32; LANES];
+        let chunks = x.chunks_exact(LANES);
         let rest: f32 = chunks.remainder().iter().sum();
         for c in chunks {
-            for l in 0..WIDE {
+            for l in 0..LANES {
                 s[l] += c[l];
             }
         }
