@@ -266,3 +266,54 @@ multiversion! {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::{Isa, at_tier};
+
+    /// The SGD and Adam chunks at every tier the CPU has give the baseline's results bit for bit
+    /// (elementwise arithmetic, no sums); tiers the CPU lacks are skipped with a note.
+    #[test]
+    fn update_chunks_agree_across_tiers() {
+        let n = 1000 + 13;
+        let val = |i: usize, s: f32| (i as f32 * s).sin() * 0.5;
+        let (w, g, b) = (
+            (0..n).map(|i| val(i, 0.37)).collect::<Vec<_>>(),
+            (0..n).map(|i| val(i, 0.11)).collect::<Vec<_>>(),
+            (0..n).map(|i| val(i, 0.23)).collect::<Vec<_>>(),
+        );
+        let v: Vec<f32> = b.iter().map(|x| x * x).collect();
+        let mask: Vec<f32> = (0..n).map(|i| (i % 3 != 0) as u8 as f32).collect();
+        let run = || -> Vec<Vec<f32>> {
+            let mut out = Vec::new();
+            let (mut nw, mut nb) = (vec![MaybeUninit::new(0f32); n], vec![MaybeUninit::new(0f32); n]);
+            sgd_chunk(&mut nw, Some(&mut nb), &w, &g, Some(&b), Some(&mask), 0.1, 0.9, 1e-4);
+            // SAFETY: sgd_chunk wrote every element of both (they were initialized anyway).
+            out.extend([nw, nb].map(|x| x.iter().map(|e| unsafe { e.assume_init() }).collect::<Vec<f32>>()));
+            let k = AdamConsts {
+                b1: 0.9,
+                b2: 0.999,
+                one_b1: 0.1,
+                one_b2: 0.001,
+                wd: 0.0,
+                sqrt_bc2: 0.05,
+                eps: 1e-8,
+                step_size: 1e-3,
+            };
+            let (mut nw, mut nm, mut nv) =
+                (vec![MaybeUninit::new(0f32); n], vec![MaybeUninit::new(0f32); n], vec![MaybeUninit::new(0f32); n]);
+            adam_chunk(&mut nw, &mut nm, &mut nv, &w, &g, Some((&b, &v)), Some(&mask), k);
+            // SAFETY: as above.
+            out.extend([nw, nm, nv].map(|x| x.iter().map(|e| unsafe { e.assume_init() }).collect::<Vec<f32>>()));
+            out
+        };
+        let base = at_tier(Isa::Baseline, run).expect("every CPU has the baseline");
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            match at_tier(isa, run) {
+                Some(wide) => assert_eq!(wide, base, "{} differs from the baseline", isa.name()),
+                None => eprintln!("note: this CPU lacks {}: its update chunks were not compared", isa.name()),
+            }
+        }
+    }
+}
