@@ -92,7 +92,7 @@ fn where_lt_finds(dest: &std::path::Path, name: &str, loc: &Locations) -> String
             format!("`lt` finds it with `--data-dir {}` (or LT_DATA_DIR)", parent.display())
         }
         _ => format!(
-            "`lt` looks for {name} in DIR/{name}/ of a data dir: move it to a folder named {name} and pass              `--data-dir` its parent"
+            "`lt` looks for {name} in DIR/{name}/ of a data dir: move it to a folder named {name} and pass `--data-dir` its parent"
         ),
     }
 }

@@ -8,6 +8,7 @@
 //! `LT_KERNELS_ISA=avx2|baseline` caps the tier (to compare tiers on one machine); tests compare
 //! each tier's results on the same inputs with [`at_tier`].
 
+#[cfg(test)]
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
@@ -58,14 +59,18 @@ fn detected() -> Isa {
     })
 }
 
+#[cfg(test)]
 thread_local! {
-    /// A per-thread cap, set only by [`at_tier`].
+    /// A per-thread cap, set only by [`at_tier`] (tests: the kernels' calls pay for no lookup).
     static CAP: Cell<Isa> = const { Cell::new(Isa::Avx512) };
 }
 
-/// The tier this crate's loops run at on this thread.
+/// The tier this crate's loops run at (on this thread, in tests).
 pub(crate) fn tier() -> Isa {
-    detected().min(CAP.with(Cell::get))
+    #[cfg(test)]
+    return detected().min(CAP.with(Cell::get));
+    #[cfg(not(test))]
+    detected()
 }
 
 /// Runs `f` with this thread's loops capped at `isa` (on this thread only: kernels that fan out
