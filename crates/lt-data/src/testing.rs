@@ -35,9 +35,10 @@ impl TestData {
         }
     }
 
-    /// `n` examples, or all the sample has when it has fewer.
+    /// `n` training examples, or all the dataset has when it has fewer (the sample: 2,000).
     pub fn at_most(&self, n: usize) -> usize {
-        if self.full { n } else { n.min(2000) }
+        let train = crate::Manifest::named(self.name).ok().and_then(|m| m.splits.get("train").map(|s| s.count));
+        train.map_or(n, |count| n.min(count))
     }
 }
 
@@ -52,10 +53,13 @@ fn full(test: &str) -> Result<TestData, (Locations, String)> {
     let mut loc = Locations::from_env(None);
     loc.data_dir = None;
     let dir = loc.system_dir.join("fashion-mnist");
-    let installed =
-        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-            .iter()
-            .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
+    // Every file of every split of the registry's manifest, raw or gzipped.
+    let manifest = crate::Manifest::named("fashion-mnist").expect("fashion-mnist is in the built-in registry");
+    let installed = manifest
+        .splits
+        .values()
+        .flat_map(|split| &split.files)
+        .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
     if installed {
         return Ok(TestData { name: "fashion-mnist", locations: loc, full: true });
     }
