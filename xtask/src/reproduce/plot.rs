@@ -250,8 +250,8 @@ fn legend_size(c: &Chart, entries: usize) -> (f64, f64) {
     )
 }
 
-/// The legend's corner: the one of the four whose box holds the fewest data points (the upper
-/// left on ties), and how many it holds.
+/// The legend's corner: the one of the four whose box holds the fewest data points and band
+/// lines (the upper left on ties), and how many it holds.
 fn legend_corner(c: &Chart, axis: &XAxis, (y0, y1): (f64, f64), entries: usize) -> (SeriesLabelPosition, usize) {
     let (w, h) = legend_size(c, entries);
     let (u0, u1) = axis.range;
@@ -263,12 +263,14 @@ fn legend_corner(c: &Chart, axis: &XAxis, (y0, y1): (f64, f64), entries: usize) 
         (SeriesLabelPosition::LowerRight, 1.0 - w, 0.0),
     ];
     let covered = |fx: f64, fy: f64| -> usize {
-        let mut n = 0;
+        let inside = |b: f64| b >= fy - 0.02 && b <= fy + h + 0.02;
+        // The band's mean line crosses every corner at its height.
+        let mut n = c.band.iter().filter(|band| inside((band.mean - y0) / (y1 - y0))).count();
         for (si, s) in c.series.iter().enumerate() {
             for p in &s.points {
                 for y in [p.lo, p.y, p.hi] {
                     let (a, b) = frac(p, si, y);
-                    if a >= fx - 0.02 && a <= fx + w + 0.02 && b >= fy - 0.02 && b <= fy + h + 0.02 {
+                    if a >= fx - 0.02 && a <= fx + w + 0.02 && inside(b) {
                         n += 1;
                     }
                 }
@@ -480,17 +482,13 @@ impl Figure {
             let width = 2.0;
             let legend_style = stroke(s.color, width);
             let dashed = s.dashed;
+            // The legend's line sample: two segments, with a gap between them when dashed.
+            let (gap_from, gap_to) = if dashed { (8.0, 12.0) } else { (10.0, 10.0) };
             let legend = move |(x, y): (i32, i32)| {
-                let end = x + (20.0 * k) as i32;
-                if dashed {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), ((8.0 * k) as i32, 0)], legend_style)
-                        + PathElement::new(vec![((12.0 * k) as i32, 0), ((20.0 * k) as i32, 0)], legend_style)
-                } else {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (end - x, 0)], legend_style)
-                        + PathElement::new(vec![(0, 0), (0, 0)], legend_style)
-                }
+                let at = |v: f64| ((v * k) as i32, 0);
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![at(0.0), at(gap_from)], legend_style)
+                    + PathElement::new(vec![at(gap_to), at(20.0)], legend_style)
             };
             let drawn = if categorical && !c.connect {
                 chart.draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
@@ -581,9 +579,17 @@ mod tests {
         // Points high at the left (dense end): the upper left is taken.
         let axis = XAxis::new(&c);
         assert!(!matches!(legend_corner(&c, &axis, y_range(&c), 2).0, SeriesLabelPosition::UpperLeft));
-        // Points low, the band high: the upper corners are free, and the upper left is chosen.
+        // Points low but the last, no band: the upper left is free and chosen.
         c.series[0].points.iter_mut().for_each(|p| (p.y, p.lo, p.hi) = (0.5, 0.49, 0.51));
+        if let Some(p) = c.series[0].points.last_mut() {
+            (p.y, p.lo, p.hi) = (0.9, 0.89, 0.91);
+        }
+        c.band = None;
         let axis = XAxis::new(&c);
         assert!(matches!(legend_corner(&c, &axis, y_range(&c), 2), (SeriesLabelPosition::UpperLeft, 0)));
+        // A band line high crosses the upper corners: they count as covered.
+        c.band = Some(Band { name: "dense".into(), mean: 0.88, lo: 0.87, hi: 0.89 });
+        let axis = XAxis::new(&c);
+        assert!(legend_corner(&c, &axis, y_range(&c), 2).1 > 0);
     }
 }
