@@ -176,6 +176,22 @@ fn unknown_figures_networks_and_help() {
     assert!(text(&o.stderr).contains("fig7, fig8 and fig12 need ImageNet"), "{}", text(&o.stderr));
     let o = xtask(&["reproduce", "fig5", "--only", "lenet", "--dry-run"]);
     assert!(text(&o.stderr).contains("fig5 has no network \"lenet\""), "{}", text(&o.stderr));
+    // --rewind narrows a rewind grid, and says what is wrong with a bad one.
+    let o = xtask(&["reproduce", "fig4", "--scale", "small", "--only", "resnet18-standard", "--rewind", "50,0", "--dry-run"]);
+    let plan = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(plan.contains("r0 k=0:") && plan.contains("r0 k=50:") && !plan.contains("k=25:"), "{plan}");
+    for (args, says) in [
+        (&["fig4", "--rewind", "500"][..], "--rewind 500 is not before the end of training"),
+        (&["fig5", "--rewind", "0,50"], "fig5 rewinds to one point"),
+        (&["fig3", "--rewind", "50"], "fig3 has no rewind point to choose"),
+    ] {
+        let mut all = vec!["reproduce"];
+        all.extend_from_slice(args);
+        all.extend(["--scale", "small", "--only", "resnet18-standard", "--dry-run"]);
+        let o = xtask(&all);
+        assert!(!o.status.success() && text(&o.stderr).contains(says), "{args:?}: {}", text(&o.stderr));
+    }
     // Every subcommand answers --help on stdout with exit code 0.
     for args in [
         &["--help"][..],

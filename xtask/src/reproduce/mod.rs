@@ -54,6 +54,11 @@ struct Args {
     /// be split into sittings, and later ones add replicates to what the store holds.
     #[arg(long)]
     replicates: Option<u64>,
+    /// Only these rewind points, in the scale's iterations (comma-separated): figure 4's and 11's
+    /// grid, the instability grid, or figure 5's rewound curve (one point), e.g. to run the two
+    /// ends of a grid first.
+    #[arg(long, value_delimiter = ',')]
+    rewind: Option<Vec<u64>>,
     /// Print the plan and the time estimate, run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -128,6 +133,29 @@ fn figure_help(name: &str) -> Result<String> {
     Ok(s)
 }
 
+/// `--rewind`'s points, checked against the figure and the setup.
+fn rewind_points(figure: &str, setup: &Setup, ks: &[u64]) -> Result<Vec<u64>> {
+    let grid = matches!(figure, "fig4" | "fig11" | "instability");
+    if !grid && figure != "fig5" {
+        bail!("{figure} has no rewind point to choose (--rewind applies to fig4, fig5, fig11 and instability)");
+    }
+    if figure == "fig5" && ks.len() != 1 {
+        bail!("fig5 rewinds to one point (its reset curve is k = 0); --rewind got {ks:?}");
+    }
+    let mut ks = ks.to_vec();
+    ks.sort_unstable();
+    ks.dedup();
+    if let Some(k) = ks.iter().find(|k| **k >= setup.iterations) {
+        bail!(
+            "--rewind {k} is not before the end of training ({} runs {} iterations at {})",
+            setup.preset.name,
+            setup.iterations,
+            setup.scale.name()
+        );
+    }
+    Ok(ks)
+}
+
 fn human(seconds: f64) -> String {
     if seconds < 120.0 {
         format!("{seconds:.0} s")
@@ -147,7 +175,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         {
             print!("{}", figure_help(fig)?);
             println!(
-                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --out DIR  --store DIR  --dry-run"
+                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --out DIR  --store DIR  --dry-run"
             );
             return Ok(());
         }
@@ -185,6 +213,9 @@ pub fn run(raw: &[String]) -> Result<()> {
                     bail!("--replicates must be at least 1");
                 }
                 setup.replicates = n;
+            }
+            if let Some(ks) = &args.rewind {
+                setup.rewind = Some(rewind_points(def.name, &setup, ks)?);
             }
             Ok(setup)
         })

@@ -75,6 +75,9 @@ pub struct Setup {
     pub factor: f64,
     /// Fraction of the surviving weights pruned per level (the paper: 20%).
     pub fraction: f64,
+    /// `--rewind`: the rewind points to run instead of the scale's (figure 4's grid, the
+    /// instability grid, figure 5's rewound curve), in this scale's iterations.
+    pub rewind: Option<Vec<u64>>,
 }
 
 /// The paper's training length of `preset`.
@@ -105,7 +108,7 @@ impl Setup {
         // Two of the paper's levels at once: 1 - 0.8² = 0.36.
         let fraction =
             if scale == Scale::Small && family != Family::Lenet { 1.0 - (1.0 - paper).powi(2) } else { paper };
-        Ok(Setup { preset, family, scale, dataset, iterations, batch, replicates, factor, fraction })
+        Ok(Setup { preset, family, scale, dataset, iterations, batch, replicates, factor, fraction, rewind: None })
     }
 
     /// The paper's iteration `k` at this scale (never 0 unless `k` is).
@@ -143,6 +146,9 @@ impl Setup {
     /// paper is a few percent of a full CIFAR-10 run, a larger fraction of a short one), to 17%
     /// (ResNet) / 4.5% (VGG) of T at paper scale.
     pub fn instability_points(&self) -> Vec<u64> {
+        if let Some(ks) = &self.rewind {
+            return ks.clone();
+        }
         let ks: &[u64] = match (self.scale, self.family) {
             (Scale::Smoke, Family::Vgg) => &[0, 1, 2],
             (Scale::Smoke, _) => &[0, 1, 2, 5],
@@ -199,6 +205,9 @@ impl Setup {
     /// at small, the instability figure's grid, which brackets the dense network's measured onset
     /// of stability (RESULTS.md).
     pub fn rewind_points(&self) -> Vec<u64> {
+        if let Some(ks) = &self.rewind {
+            return ks.clone();
+        }
         if self.scale == Scale::Small && self.family != Family::Lenet {
             return self.instability_points();
         }
@@ -217,6 +226,9 @@ impl Setup {
     /// T = 500: the barrier is 3.8 points at k = 0, 1.3 at 25 (k*) and 0.4 at 50 (RESULTS.md), so
     /// k = 50. VGG-19's onset is not measured yet: 25 (8% of T) until it is.
     pub fn fig5_rewind(&self) -> u64 {
+        if let Some(&k) = self.rewind.as_ref().and_then(|ks| ks.last()) {
+            return k;
+        }
         match (self.scale, self.family) {
             (Scale::Small, Family::Resnet) => 50,
             (Scale::Small, Family::Vgg) => 25,
