@@ -132,3 +132,88 @@ fn a_lottery_run_killed_mid_level_resumes_to_the_same_results() {
         assert_eq!(read(&run_whole, "mask.safetensors"), read(&run_killed, "mask.safetensors"), "level {level}");
     }
 }
+
+/// The finals and masks of levels 0-2 of the one run in `store`.
+fn levels(store: &std::path::Path) -> Vec<Vec<u8>> {
+    let run = std::fs::read_dir(store.join("lottery")).unwrap().next().unwrap().unwrap().path();
+    (0..=2)
+        .flat_map(|l| ["final.safetensors", "mask.safetensors"].map(|f| run.join(format!("level_{l}/{f}"))))
+        .map(|p| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .collect()
+}
+
+#[test]
+fn a_lottery_run_stopped_by_sigterm_checkpoints_exits_75_and_resumes_to_the_same_results() {
+    let sb = Sandbox::new();
+    let whole = sb.path().join("whole");
+    let o = lt(&sb, &["lottery"], whole.to_str().unwrap(), &["--levels", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let stopped = sb.path().join("stopped");
+    let mut args = vec!["lottery".to_string()];
+    args.extend(run_args(stopped.to_str().unwrap(), &["--levels", "2"]));
+    let child = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(&args)
+        .env("LT_CACHE_DIR", sb.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // SIGTERM in level 1, as Slurm sends it at a time limit or on `scancel`.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(300) {
+        let level1 = std::fs::read_dir(stopped.join("lottery"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+            .is_some_and(|e| e.path().join("level_1/checkpoint.safetensors").exists());
+        if level1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert!(err.contains("stopped at iteration") && err.contains("resumes from it"), "{err}");
+
+    let o = sb.lt(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed = stdout(&o).lines().any(|l| l.starts_with("level 1 (") && l.contains(": resuming at iteration"));
+    assert!(resumed, "{}", stdout(&o));
+    assert_eq!(levels(&whole), levels(&stopped), "the stopped and resumed run differs from the whole one");
+}
+
+#[test]
+fn two_workers_on_one_store_never_train_the_same_job_twice() {
+    let sb = Sandbox::new();
+    let whole = sb.path().join("whole");
+    let o = lt(&sb, &["lottery"], whole.to_str().unwrap(), &["--levels", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let shared = sb.path().join("shared");
+    let mut args = vec!["lottery".to_string()];
+    args.extend(run_args(shared.to_str().unwrap(), &["--levels", "2"]));
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_lt"))
+            .args(&args)
+            .env("LT_CACHE_DIR", sb.path().join("cache"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success(), "{}\n{}", stderr(&a), stderr(&b));
+    let said = format!("{}{}", stdout(&a), stdout(&b));
+    // Three jobs (levels 0, 1, 2), each started by exactly one of the two; the other waited for it
+    // or found it done.
+    for level in ["level 0 (", "level 1 (", "level 2 ("] {
+        let started = said.lines().filter(|l| l.starts_with(level) && l.contains(": starting at iteration")).count();
+        assert_eq!(started, 1, "{level} was started {started} times:\n{said}");
+    }
+    assert_eq!(levels(&whole), levels(&shared), "two workers' results differ from one worker's");
+}

@@ -26,11 +26,17 @@ const USAGE: &str = "usage: cargo xtask bench data|prune|train|conv|sparse [--js
 fn main() -> std::process::ExitCode {
     // `reproduce` and `bench` train: without this, a third of a step goes to page faults.
     lt_kernels::keep_freed_buffers();
+    // SIGTERM (a Slurm time limit, preemption, `scancel`) stops training at the next step with its
+    // checkpoint written, and exit code 75 asks the batch script to requeue the job.
+    lt_train::stop_on_sigterm();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if lt_train::stop_requested() {
+                return std::process::ExitCode::from(reproduce::INTERRUPTED);
+            }
             std::process::ExitCode::from(2)
         }
     }

@@ -208,6 +208,9 @@ impl Reporter {
                 }
             }
             Event::Train(_) => {}
+            Event::Waiting { label } => {
+                say(&self.bar, format!("{label}: another process is training it; waiting for it to finish"))
+            }
             Event::Skipped { label, outcome } => say(
                 &self.bar,
                 format!(

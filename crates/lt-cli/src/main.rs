@@ -62,8 +62,15 @@ pub(crate) fn say(bar: &indicatif::ProgressBar, line: String) {
     }
 }
 
+/// The exit code of a run stopped by SIGTERM with its checkpoint written (EX_TEMPFAIL: running the
+/// same command again resumes it).
+const INTERRUPTED: u8 = 75;
+
 fn main() -> ExitCode {
     lt_kernels::keep_freed_buffers();
+    // SIGTERM (a scheduler's time limit, preemption, `scancel`) stops training at the next step
+    // with its checkpoint written; the exit code says "run me again".
+    lt_train::stop_on_sigterm();
     let cli = Cli::parse();
     let locations = lt_data::Locations::from_env(cli.data_dir.clone());
     let result = match cli.command {
@@ -87,6 +94,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {err:#}");
+            if lt_train::stop_requested() {
+                return ExitCode::from(INTERRUPTED);
+            }
             ExitCode::from(2)
         }
     }

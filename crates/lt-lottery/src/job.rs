@@ -1,6 +1,12 @@
 //! A job: one training run of the experiment store with explicit inputs (where its weights come
 //! from, its mask, its start iteration and data order) and one folder of outputs, idempotent by
 //! that folder: a job whose `done.json` exists is not run again, one with a checkpoint resumes.
+//!
+//! A job is trained by one process at a time: [`run`] holds an advisory lock on `lock` in its
+//! folder while it trains (`flock`, which Linux maps to POSIX record locks on NFS, so it holds
+//! across the nodes of a cluster). A second worker on the same job waits for the lock and then
+//! finds the job done, so two workers on one store split the work instead of doing it twice. The
+//! lock goes with the process that holds it, killed or not.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +22,8 @@ use crate::{Data, Error, TrainSpec};
 
 /// The completion marker of a job.
 pub const DONE: &str = "done.json";
+/// The lock file of a job (see the module's doc).
+pub const LOCK: &str = "lock";
 
 /// Where a job's starting weights come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +87,11 @@ pub enum Event {
     },
     /// Progress inside the running job.
     Train(Progress),
+    /// Another process is training the job; this one waits for it.
+    Waiting {
+        /// Its label.
+        label: String,
+    },
     /// A job was already complete.
     Skipped {
         /// Its label.
@@ -203,11 +216,42 @@ pub fn prepare(spec: &TrainSpec, job: &Job, ctx: &Context) -> Result<Trainer, Er
     Ok(Trainer::new(model, ctx.data.train.clone(), Some(ctx.data.test.clone()), masks, config, &job.dir, device)?)
 }
 
-/// Runs `job` under `spec` unless it is complete; returns its outcome.
+/// Takes `job`'s lock, waiting (and saying so) while another process holds it.
+fn lock(job: &Job, ctx: &mut Context) -> Result<std::fs::File, Error> {
+    std::fs::create_dir_all(&job.dir).map_err(Error::io(&job.dir))?;
+    let path = job.dir.join(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(Error::io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            (ctx.events)(Event::Waiting { label: job.label.clone() });
+            file.lock().map_err(Error::io(&path))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
+    }
+    Ok(file)
+}
+
+/// Runs `job` under `spec` unless it is complete; returns its outcome. Holds the job's lock while
+/// it trains.
 pub fn run(spec: &TrainSpec, job: &Job, ctx: &mut Context) -> Result<Outcome, Error> {
     if let Some(outcome) = outcome(&job.dir)? {
         (ctx.events)(Event::Skipped { label: job.label.clone(), outcome: outcome.clone() });
         return Ok(outcome);
+    }
+    let _lock = lock(job, ctx)?;
+    // Whoever held the lock before may have finished the job.
+    if let Some(outcome) = outcome(&job.dir)? {
+        (ctx.events)(Event::Skipped { label: job.label.clone(), outcome: outcome.clone() });
+        return Ok(outcome);
+    }
+    if lt_train::stop_requested() {
+        return Err(lt_train::Error::Interrupted { iteration: job.start, checkpoint: job.dir.join("checkpoint.safetensors") }.into());
     }
     let mut trainer = prepare(spec, job, ctx)?;
     (ctx.events)(Event::Started {

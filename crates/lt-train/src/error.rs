@@ -27,6 +27,15 @@ pub enum Error {
         /// The checkpoint to go back to.
         last_good: Option<PathBuf>,
     },
+    /// The run was asked to stop ([`crate::request_stop`], e.g. on SIGTERM) and wrote its resume
+    /// checkpoint; the same run started again continues from there.
+    #[error("stopped at iteration {iteration} as asked (SIGTERM); the resume checkpoint {} is written, and the same command resumes from it", checkpoint.display())]
+    Interrupted {
+        /// The last completed iteration.
+        iteration: u64,
+        /// The resume checkpoint.
+        checkpoint: PathBuf,
+    },
     /// A checkpoint file is unreadable or does not fit.
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint {

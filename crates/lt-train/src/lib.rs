@@ -6,7 +6,8 @@
 //!
 //! It does not own data formats (`lt-data`), networks (`lt-models`) or how masks are chosen
 //! (`lt-prune`): a mask reaches it as a 0/1 tensor per prunable weight. Nothing here prints;
-//! progress is reported through a callback.
+//! progress is reported through a callback. A run stops early, checkpointed, when asked to
+//! ([`request_stop`], or SIGTERM once a binary calls [`stop_on_sigterm`]).
 
 mod checkpoint;
 mod error;
@@ -15,6 +16,7 @@ mod optim;
 mod preset;
 mod schedule;
 mod steps;
+mod stop;
 mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
@@ -24,6 +26,7 @@ pub use optim::{Optimizer, OptimizerConfig};
 pub use preset::{PRESETS, Preset};
 pub use schedule::Schedule;
 pub use steps::Steps;
+pub use stop::{request_stop, stop_on_sigterm, stop_requested};
 pub use trainer::{
     EVAL_BATCH, Evaluation, Masks, Progress, Record, RunConfig, Summary, Trainer, evaluate, evaluate_first,
 };

@@ -357,6 +357,12 @@ impl Trainer {
                 self.write_metrics()?;
                 self.save(&self.checkpoint_path())?;
                 last_good = Some(self.checkpoint_path());
+            } else if crate::stop_requested() {
+                self.write_metrics()?;
+                self.save(&self.checkpoint_path())?;
+            }
+            if crate::stop_requested() && !done {
+                return Err(Error::Interrupted { iteration: self.iteration, checkpoint: self.checkpoint_path() });
             }
         }
         self.save(&self.dir.join("final.safetensors"))?;

@@ -12,6 +12,7 @@
 mod figures;
 mod plot;
 mod setup;
+mod slurm;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,11 @@ use lt_lottery::{Branch, Context, Data, Event, Exec, Lottery};
 
 use figures::{CSV_HEADER, DEFINITIONS, Figure, Results, Row, Task, TaskResult};
 use setup::{Scale, Setup};
+use slurm::{Executor, SlurmArgs};
+
+/// The exit code of a task stopped by SIGTERM with its checkpoint written (EX_TEMPFAIL): the batch
+/// script requeues it.
+pub const INTERRUPTED: u8 = 75;
 
 /// Regenerate a figure of "Stabilizing the Lottery Ticket Hypothesis".
 #[derive(Debug, Parser)]
@@ -62,6 +68,46 @@ struct Args {
     /// Print the plan and the time estimate, run nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Where the tasks run: here one after another, or as Slurm jobs (`sbatch`; returns at once).
+    #[arg(long, value_enum, default_value = "local")]
+    executor: Executor,
+    /// Which tasks are done, and the state of their Slurm jobs.
+    #[arg(long)]
+    status: bool,
+    /// Run task N of the plan (as numbered there) alone and exit without rendering: what a Slurm
+    /// job runs.
+    #[arg(long)]
+    task: Option<usize>,
+    #[command(flatten)]
+    slurm: SlurmArgs,
+}
+
+impl Args {
+    /// This binary with the options that define the figure's plan (what a Slurm job runs).
+    fn command(&self, out: &Path) -> Result<Vec<String>> {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let mut c = vec![
+            exe.display().to_string(),
+            "reproduce".into(),
+            self.figure.clone(),
+            "--scale".into(),
+            self.scale.name().into(),
+            "--store".into(),
+            self.store.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        let mut opt = |flag: &str, value: Option<String>| {
+            if let Some(v) = value {
+                c.extend([flag.to_string(), v]);
+            }
+        };
+        opt("--dataset", self.dataset.clone());
+        opt("--only", self.only.clone());
+        opt("--replicates", self.replicates.map(|n| n.to_string()));
+        opt("--rewind", self.rewind.as_ref().map(|ks| ks.iter().map(u64::to_string).collect::<Vec<_>>().join(",")));
+        Ok(c)
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -175,7 +221,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         {
             print!("{}", figure_help(fig)?);
             println!(
-                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --out DIR  --store DIR  --dry-run"
+                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --out DIR  --store DIR  --dry-run\n         --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
             );
             return Ok(());
         }
@@ -256,11 +302,24 @@ pub fn run(raw: &[String]) -> Result<()> {
         let s = t.train();
         datas.iter().find(|(d, n, _)| d == &s.dataset && n == &s.train_examples).map(|(_, _, d)| d).context("data")
     };
-    let mut seconds_per_iteration = std::collections::BTreeMap::new();
-    for p in &fig.panels {
-        let spec = p.lottery(0, 0);
-        let data = datas.iter().find(|(d, _, _)| d == &p.dataset).map(|(_, _, d)| d).context("data")?;
-        seconds_per_iteration.insert(p.preset.name, measure_step(&spec, data)?);
+    let exec = exec_for(&tasks);
+    if let Some(n) = args.task {
+        let task = tasks.get(n.wrapping_sub(1)).with_context(|| format!("--task {n}: the plan has tasks 1 to {}", tasks.len()))?;
+        let label = format!("[{n}/{}] {}", tasks.len(), describe(task));
+        let mut events = |e: Event| match e {
+            Event::Started { label: job, from, to, resumed } => {
+                println!("{label}: {job}: {} iterations {from}..{to}", if resumed { "resuming" } else { "training" })
+            }
+            Event::Waiting { label: job } => println!("{label}: {job}: another worker trains it; waiting"),
+            Event::Finished { label: job, outcome } => {
+                println!("{label}: {job}: {:.2}% test accuracy ({:.0} s)", 100.0 * outcome.accuracy, outcome.wall_s)
+            }
+            _ => {}
+        };
+        let mut ctx = Context { data: data_for(task)?, exec: &exec, events: &mut events };
+        run_task(task, &args.store, &mut ctx).with_context(|| format!("task {n}: {}", describe(task)))?;
+        println!("{label}: done in {}", human(started.elapsed().as_secs_f64()));
+        return Ok(());
     }
     // A branch trains its lottery run first, unless an earlier task of the plan is that run.
     let planned = |i: usize, t: &Task| {
@@ -276,6 +335,23 @@ pub fn run(raw: &[String]) -> Result<()> {
         .enumerate()
         .map(|(i, t)| Ok((i, remaining_iterations(t, &args.store, planned(i, t))?)))
         .collect::<Result<_>>()?;
+    // What a Slurm job still has to do: train, or evaluate the points of a line.
+    let unfinished = |i: usize| {
+        let t = &tasks[i];
+        todo[i].1 > 0 || (matches!(t, Task::Interpolate { .. } | Task::Instability { .. }) && !measured(t, &args.store))
+    };
+    if args.status {
+        let labels: Vec<String> = tasks.iter().map(describe).collect();
+        let done: Vec<bool> = (0..tasks.len()).map(|i| !unfinished(i)).collect();
+        print!("{}", slurm::status(&labels, &done, &out)?);
+        return Ok(());
+    }
+    let mut seconds_per_iteration = std::collections::BTreeMap::new();
+    for p in &fig.panels {
+        let spec = p.lottery(0, 0);
+        let data = datas.iter().find(|(d, _, _)| d == &p.dataset).map(|(_, _, d)| d).context("data")?;
+        seconds_per_iteration.insert(p.preset.name, measure_step(&spec, data)?);
+    }
     let total_todo: u64 = todo.iter().map(|(_, n)| n).sum();
     // Training and evaluation, plus 15% for checkpoints and everything else.
     let estimate: f64 = todo
@@ -301,16 +377,28 @@ pub fn run(raw: &[String]) -> Result<()> {
     if args.dry_run {
         return Ok(());
     }
+    if args.executor == Executor::Slurm {
+        let nodes: Vec<slurm::Node> =
+            (0..tasks.len()).map(|i| slurm::Node { todo: unfinished(i), needs: needs(&tasks, i) }).collect();
+        let sub = slurm::submit(fig.name, &nodes, &args.command(&out)?, &out, &args.slurm)?;
+        let queued: usize = sub.waves.iter().map(|w| w.tasks.len()).sum();
+        println!("submitted {queued} task(s) in {} job array(s) and the rendering job {}:", sub.waves.len(), sub.render);
+        for (w, wave) in sub.waves.iter().enumerate() {
+            println!("  wave {w}: job {} (tasks {})", wave.job, wave.tasks.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
+        }
+        println!(
+            "logs in {}; follow with `cargo xtask reproduce {} --status` and the same options",
+            out.join("slurm").join("logs").display(),
+            fig.name
+        );
+        return Ok(());
+    }
 
     let bar = ProgressBar::with_draw_target(Some(total_todo.max(1)), ProgressDrawTarget::hidden());
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(ProgressDrawTarget::stderr());
     }
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} it  {msg}  eta {eta}")?.progress_chars("=> "));
-    // One evaluation per job (at its end): evaluating a CIFAR network on 10,000 test images costs
-    // as much as many training steps. Checkpoints every tenth of a job, for resuming after a kill.
-    let longest = tasks.iter().map(|t| t.train().iterations).max().unwrap_or(1);
-    let exec = Exec { eval_every: u64::MAX, checkpoint_every: (longest / 10).max(1), ..Exec::default() };
     let mut results = Results::new();
     for (i, task) in tasks.iter().enumerate() {
         let data = data_for(task)?;
@@ -348,6 +436,37 @@ pub fn run(raw: &[String]) -> Result<()> {
     }
     println!("done in {}: {}", human(started.elapsed().as_secs_f64()), out.display());
     Ok(())
+}
+
+/// How the tasks run: one evaluation per job (at its end: evaluating a CIFAR network on 10,000
+/// test images costs as much as many training steps), checkpoints every tenth of a job.
+fn exec_for(tasks: &[Task]) -> Exec {
+    let longest = tasks.iter().map(|t| t.train().iterations).max().unwrap_or(1);
+    Exec { eval_every: u64::MAX, checkpoint_every: (longest / 10).max(1), ..Exec::default() }
+}
+
+/// The tasks (indices) that task `i` needs done first: its lottery run for a branch, a stability
+/// measurement or an interpolation; the data-order copies for an interpolation.
+fn needs(tasks: &[Task], i: usize) -> Vec<usize> {
+    let t = &tasks[i];
+    let Some(spec) = t.lottery() else { return Vec::new() };
+    tasks
+        .iter()
+        .enumerate()
+        .filter(|(j, e)| {
+            *j != i
+                && match (e, t) {
+                    (Task::Lottery { .. }, Task::Lottery { .. }) => false,
+                    (Task::Lottery { spec: s, .. }, _) => s == spec,
+                    (
+                        Task::Stability { spec: s, level: l, kind: lt_lottery::StabilityKind::DataOrder, .. },
+                        Task::Interpolate { level, .. },
+                    ) => s == spec && l == level,
+                    _ => false,
+                }
+        })
+        .map(|(j, _)| j)
+        .collect()
 }
 
 fn say(bar: &ProgressBar, line: String) {
