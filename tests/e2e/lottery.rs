@@ -217,3 +217,51 @@ fn two_workers_on_one_store_never_train_the_same_job_twice() {
     }
     assert_eq!(levels(&whole), levels(&shared), "two workers' results differ from one worker's");
 }
+
+#[test]
+fn lt_lottery_runs_as_a_slurm_job_with_the_same_results() {
+    let up = std::env::var_os("SLURM_CONF").is_some()
+        && Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success());
+    if !up {
+        assert!(
+            std::env::var("LT_SLURM").map_or(true, |v| v != "required"),
+            "LT_SLURM=required but no Slurm answers (SLURM_CONF unset or `sinfo` failed)"
+        );
+        eprintln!("lt_lottery_runs_as_a_slurm_job_with_the_same_results: skipped, no Slurm here");
+        return;
+    }
+    let sb = Sandbox::new();
+    let run = |store: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["lottery".to_string()];
+        args.extend(run_args(store.to_str().unwrap(), &["--levels", "2"]));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_lt"))
+            .args(&args)
+            .env("LT_CACHE_DIR", sb.path().join("cache"))
+            .env_remove("LT_DATA_DIR")
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .unwrap()
+    };
+    let here = sb.path().join("here");
+    let o = run(&here, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let queued = sb.path().join("queued");
+    let o = run(&queued, &["--executor", "slurm", "--cpus", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stdout(&o);
+    let job = said.split_whitespace().nth(2).unwrap().trim_end_matches(':').to_string();
+    assert!(job.chars().all(|c| c.is_ascii_digit()), "{said}");
+    let start = Instant::now();
+    loop {
+        let q = Command::new("squeue").args(["-h", "-j", &job]).output().unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "job {job} still queued after 10 min");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = std::fs::read_to_string(queued.join(format!("slurm/logs/lt-lottery-{job}.log"))).unwrap();
+    assert!(log.contains("level 2 ("), "{log}");
+    assert_eq!(levels(&here), levels(&queued), "the Slurm job's run differs from the local one:\n{log}");
+}

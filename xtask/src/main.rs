@@ -35,7 +35,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             if lt_train::stop_requested() {
-                return std::process::ExitCode::from(reproduce::INTERRUPTED);
+                return std::process::ExitCode::from(lt_slurm::INTERRUPTED);
             }
             std::process::ExitCode::from(2)
         }

@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use lt_data::Locations;
 use lt_lottery::{Branch, BranchKind, BranchSpec, Context, Lottery, StabilityReport};
+use lt_slurm::Executor;
 
 use crate::experiment::{Mode, Reporter, RunArgs};
 
@@ -18,6 +19,8 @@ pub struct LotteryArgs {
     /// Pruning levels after the dense one (level L keeps 0.8^L of the weights at fraction 0.2).
     #[arg(long, default_value_t = 1)]
     levels: u32,
+    #[command(flatten)]
+    slurm: lt_slurm::SlurmArgs,
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +44,8 @@ pub struct BranchArgs {
     /// retrain: the learning rate of the branch.
     #[arg(long)]
     retrain_lr: Option<f64>,
+    #[command(flatten)]
+    slurm: lt_slurm::SlurmArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,6 +91,8 @@ pub struct StabilityArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    slurm: lt_slurm::SlurmArgs,
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +137,34 @@ fn with_reporter<T>(f: impl FnOnce(&mut dyn FnMut(lt_lottery::Event)) -> Result<
     f(&mut events)
 }
 
+/// `--executor slurm`: this very command line as one Slurm job, with `--executor local` added
+/// (the last occurrence of a flag wins), its log and script in `STORE/slurm/`. The job resumes
+/// what the store holds and takes the store's per-job locks; it is requeued when its time limit
+/// stops it. Jobs that need another's results wait for it with
+/// `--sbatch-arg=--dependency=afterok:ID`.
+fn submit(what: &str, store: &Path, opts: &lt_slurm::SlurmArgs) -> Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut command = vec![exe.display().to_string()];
+    command.extend(std::env::args().skip(1));
+    command.extend(["--executor".to_string(), "local".to_string()]);
+    let dir = store.join("slurm");
+    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let script = dir.join(format!("lt-{what}-{stamp}.sh"));
+    let cwd = std::env::current_dir().context("the current directory")?;
+    lt_slurm::write_script(&script, &command, "", &cwd, opts)?;
+    let log = dir.join("logs").join(format!("lt-{what}-%j.log"));
+    let args = [format!("--job-name=lt-{what}"), format!("--output={}", log.display())];
+    let job = lt_slurm::sbatch(opts, &args, &script)?;
+    println!("submitted job {job}: lt {what} (log {})", dir.join("logs").join(format!("lt-{what}-{job}.log")).display());
+    println!("`squeue -j {job}` follows it; a job that needs its results: --sbatch-arg=--dependency=afterok:{job}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn lottery(args: LotteryArgs, loc: &Locations) -> Result<ExitCode> {
+    if args.slurm.executor == Executor::Slurm {
+        return submit("lottery", &args.run.out, &args.slurm);
+    }
     let o = args.run.open(loc, Mode::Create)?;
     let spec = o.run.spec();
     println!(
@@ -176,6 +210,9 @@ fn parse_levels(text: &str) -> Result<Vec<u32>> {
 }
 
 pub fn branch(args: BranchArgs, loc: &Locations) -> Result<ExitCode> {
+    if args.slurm.executor == Executor::Slurm {
+        return submit("branch", &args.run.out, &args.slurm);
+    }
     let kind: BranchKind = args.kind.parse()?;
     let levels = parse_levels(&args.levels)?;
     let o = args.run.open(loc, Mode::Existing)?;
@@ -237,6 +274,9 @@ fn print_report(r: &StabilityReport, out: &mut impl Write) -> Result<()> {
 }
 
 pub fn stability(args: StabilityArgs, loc: &Locations) -> Result<ExitCode> {
+    if args.slurm.executor == Executor::Slurm {
+        return submit("stability", &args.run.out, &args.slurm);
+    }
     let o = args.run.open(loc, Mode::Existing)?;
     let control = args.control == Control::Random;
     let mut out = std::io::stdout();

@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 
 /// Lottery tickets, rewinding and stability: the experiments of "Stabilizing the Lottery Ticket Hypothesis".
 #[derive(Debug, Parser)]
-#[command(name = "lt", version, propagate_version = true)]
+// The last occurrence of a flag wins: a Slurm job runs its command line with `--executor local` added.
+#[command(name = "lt", version, propagate_version = true, args_override_self = true)]
 struct Cli {
     /// Folder of datasets searched first (also LT_DATA_DIR); fetched datasets go here when given.
     #[arg(long, global = true, value_name = "DIR")]
@@ -62,10 +63,6 @@ pub(crate) fn say(bar: &indicatif::ProgressBar, line: String) {
     }
 }
 
-/// The exit code of a run stopped by SIGTERM with its checkpoint written (EX_TEMPFAIL: running the
-/// same command again resumes it).
-const INTERRUPTED: u8 = 75;
-
 fn main() -> ExitCode {
     lt_kernels::keep_freed_buffers();
     // SIGTERM (a scheduler's time limit, preemption, `scancel`) stops training at the next step
@@ -95,7 +92,7 @@ fn main() -> ExitCode {
             }
             eprintln!("error: {err:#}");
             if lt_train::stop_requested() {
-                return ExitCode::from(INTERRUPTED);
+                return ExitCode::from(lt_slurm::INTERRUPTED);
             }
             ExitCode::from(2)
         }

@@ -662,6 +662,9 @@ impl Figure {
                                 .map(|r| 100.0 * r.value)
                                 .collect();
                             stats(&dense).map(|s| Band { name: "unpruned".into(), mean: s.mean, lo: s.min, hi: s.max })
+                        } else if what.ends_with("barrier") {
+                            // On the scale of the threshold, so that a barrier of 0.1 looks like one.
+                            Some(Band { name: "2-point threshold".into(), mean: 2.0, lo: 2.0, hi: 2.0 })
                         } else {
                             None
                         };

@@ -26,11 +26,8 @@ use lt_lottery::{Branch, Context, Data, Event, Exec, Lottery};
 
 use figures::{CSV_HEADER, DEFINITIONS, Figure, Results, Row, Task, TaskResult};
 use setup::{Scale, Setup};
-use slurm::{Executor, SlurmArgs};
+use lt_slurm::{Executor, SlurmArgs};
 
-/// The exit code of a task stopped by SIGTERM with its checkpoint written (EX_TEMPFAIL): the batch
-/// script requeues it.
-pub const INTERRUPTED: u8 = 75;
 
 /// Regenerate a figure of "Stabilizing the Lottery Ticket Hypothesis".
 #[derive(Debug, Parser)]
@@ -68,9 +65,6 @@ struct Args {
     /// Print the plan and the time estimate, run nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Where the tasks run: here one after another, or as Slurm jobs (`sbatch`; returns at once).
-    #[arg(long, value_enum, default_value = "local")]
-    executor: Executor,
     /// Which tasks are done, and the state of their Slurm jobs.
     #[arg(long)]
     status: bool,
@@ -377,7 +371,7 @@ pub fn run(raw: &[String]) -> Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    if args.executor == Executor::Slurm {
+    if args.slurm.executor == Executor::Slurm {
         let nodes: Vec<slurm::Node> =
             (0..tasks.len()).map(|i| slurm::Node { todo: unfinished(i), needs: needs(&tasks, i) }).collect();
         let sub = slurm::submit(fig.name, &nodes, &args.command(&out)?, &out, &args.slurm)?;
@@ -938,8 +932,8 @@ fn write_outputs(
         }
         _ => {
             let _ = writeln!(r, "Test accuracy (%) mean [min, max] over replicates, by series and level.\n");
-            let _ = writeln!(r, "| network | series | level | weights left | accuracy |");
-            let _ = writeln!(r, "|---|---|---|---|---|");
+            let _ = writeln!(r, "| network | series | k | level | weights left | accuracy |");
+            let _ = writeln!(r, "|---|---|---|---|---|---|");
             let mut keys: Vec<(String, String, u32, u64)> =
                 rows.iter().map(|x| (x.network.clone(), x.series.clone(), x.level, x.rewind)).collect();
             keys.sort();
@@ -961,7 +955,7 @@ fn write_outputs(
                 let acc = lt_stability::Stats::of(&sel.iter().map(|x| x.value).collect::<Vec<_>>());
                 let _ = writeln!(
                     r,
-                    "| {net} | {series} | {level} | {:.1}% | {} |",
+                    "| {net} | {series} | {rewind} | {level} | {:.1}% | {} |",
                     sel[0].weights_remaining,
                     fmt_stats(acc, 100.0)
                 );
@@ -983,6 +977,37 @@ fn write_outputs(
                 );
                 for line in onset_lines(fig, rows) {
                     let _ = writeln!(r, "- {line}");
+                }
+                let metric = if fig.name == "fig4" { "l2" } else { "angle" };
+                let _ = writeln!(
+                    r,
+                    "\nStability by rewind point ({metric}; mean [min, max] over the pairs of all replicates; comp = random / IMP, the paper's ratio):\n\n| network | k | data order IMP | random | comp | pruning IMP | random | comp |\n|---|---|---|---|---|---|---|---|"
+                );
+                for p in &fig.panels {
+                    let net = p.preset.name;
+                    let mut ks: Vec<u64> = rows.iter().filter(|x| x.network == net).map(|x| x.rewind).collect();
+                    ks.sort_unstable();
+                    ks.dedup();
+                    for k in ks {
+                        let mut cells = Vec::new();
+                        for kind in ["data-order", "pruning"] {
+                            let of = |series: &str| {
+                                mean_of(rows, |x| {
+                                    x.network == net
+                                        && x.rewind == k
+                                        && x.series == series
+                                        && x.metric == format!("{kind}-{metric}")
+                                })
+                            };
+                            let (imp, random) = (of("imp"), of("random"));
+                            let comp = match (imp, random) {
+                                (Some(i), Some(r)) if i.mean > 0.0 => format!("{:.2}x", r.mean / i.mean),
+                                _ => "-".into(),
+                            };
+                            cells.extend([fmt_stats(imp, 1.0), fmt_stats(random, 1.0), comp]);
+                        }
+                        let _ = writeln!(r, "| {net} | {k} | {} |", cells.join(" | "));
+                    }
                 }
                 let _ = writeln!(r, "\n| network | k | barrier |\n|---|---|---|");
                 for p in &fig.panels {

@@ -21,51 +21,10 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
+use lt_slurm::{SlurmArgs, queue, sbatch, write_script};
 use serde::{Deserialize, Serialize};
-
-use super::INTERRUPTED;
-
-/// Where a figure's jobs run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Executor {
-    /// One task after another in this process.
-    #[default]
-    Local,
-    /// Submit the unfinished tasks to Slurm with `sbatch` and return.
-    Slurm,
-}
-
-/// What a site's Slurm needs to know (passed through to `sbatch`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct SlurmArgs {
-    /// Slurm: the partition (`sbatch --partition`).
-    #[arg(long)]
-    pub partition: Option<String>,
-    /// Slurm: the account to charge (`sbatch --account`).
-    #[arg(long)]
-    pub account: Option<String>,
-    /// Slurm: each job's time limit (`sbatch --time`, e.g. 4:00:00). Two minutes before it a job
-    /// checkpoints and requeues itself.
-    #[arg(long)]
-    pub time: Option<String>,
-    /// Slurm: GPUs per job (`sbatch --gres=gpu:N`).
-    #[arg(long)]
-    pub gpus: Option<u32>,
-    /// Slurm: CPUs per job (`sbatch --cpus-per-task`); training uses that many threads.
-    #[arg(long, default_value_t = 1)]
-    pub cpus: u32,
-    /// Slurm: one more `sbatch` argument, as it would be written (repeatable:
-    /// `--sbatch-arg=--qos=long --sbatch-arg=--mem=8G`).
-    #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
-    pub sbatch_args: Vec<String>,
-    /// Slurm: shell lines each job runs first (e.g. `module load cuda`), or `@FILE` to take them
-    /// from a file.
-    #[arg(long)]
-    pub prologue: Option<String>,
-}
 
 /// One job array: a wave of the plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,44 +68,6 @@ pub fn last_submission(out: &Path) -> Result<Option<Submission>> {
     Ok(Some(serde_json::from_str(&text).with_context(|| format!("{} is not a submission record", path.display()))?))
 }
 
-/// `'text'` for a POSIX shell.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// Runs a Slurm command and returns its standard output, or an error with its standard error.
-fn slurm(program: &str, args: &[String]) -> Result<String> {
-    let out = Command::new(program).args(args).output().with_context(|| {
-        format!("running {program}: is Slurm installed here? (`--executor slurm` runs on a cluster's login node)")
-    })?;
-    if !out.status.success() {
-        bail!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The state of each queued job or array element, by id (`123` or `123_4`): (state, reason).
-fn queue(jobs: &[String]) -> Result<Vec<(String, String, String)>> {
-    if jobs.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Jobs that ended long ago are unknown to squeue, which then fails for the list: ask one by one.
-    let ask = |ids: &str| {
-        slurm("squeue", &["-h".into(), "-r".into(), "-j".into(), ids.into(), "-o".into(), "%i|%T|%r".into()])
-    };
-    let text = match ask(&jobs.join(",")) {
-        Ok(text) => text,
-        Err(_) => jobs.iter().filter_map(|j| ask(j).ok()).collect::<Vec<_>>().join("\n"),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.trim().splitn(3, '|');
-            Some((parts.next()?.to_string(), parts.next()?.to_string(), parts.next().unwrap_or("").to_string()))
-        })
-        .collect())
-}
-
 fn job_ids(sub: &Submission) -> Vec<String> {
     sub.waves.iter().map(|w| w.job.clone()).chain(std::iter::once(sub.render.clone())).collect()
 }
@@ -186,7 +107,7 @@ pub fn submit(fig: &str, nodes: &[Node], command: &[String], out: &Path, opts: &
                  wait for them (`--status`) or cancel them (`scancel {}`), then submit again",
                 live.len(),
                 out.display(),
-                live.iter().map(|(id, state, _)| format!("{id} {state}")).collect::<Vec<_>>().join(", "),
+                live.iter().map(|q| format!("{} {}", q.id, q.state)).collect::<Vec<_>>().join(", "),
                 job_ids(&previous).join(" ")
             );
         }
@@ -194,70 +115,9 @@ pub fn submit(fig: &str, nodes: &[Node], command: &[String], out: &Path, opts: &
     let dir = out.join("slurm");
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let prologue = match opts.prologue.as_deref() {
-        Some(p) if p.starts_with('@') => std::fs::read_to_string(&p[1..]).with_context(|| format!("reading {}", &p[1..]))?,
-        Some(p) => p.to_string(),
-        None => String::new(),
-    };
     let cwd = std::env::current_dir().context("the current directory")?;
-    let command = command.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
-    let script = |name: &str, task_arg: &str| -> Result<PathBuf> {
-        let mut s = String::from("#!/bin/bash\n");
-        let _ = writeln!(s, "# Written by `cargo xtask reproduce {fig} --executor slurm`; see xtask/src/reproduce/slurm.rs.");
-        if !prologue.is_empty() {
-            let _ = writeln!(s, "{}", prologue.trim_end());
-        }
-        let _ = writeln!(s, "export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"");
-        let _ = writeln!(s, "cd {} || exit 1", quote(&cwd.display().to_string()));
-        // The task runs in the background so that the shell can pass on the SIGTERM that Slurm
-        // sends the batch shell before a time limit; it checkpoints and exits 75.
-        let _ = writeln!(s, "{command}{task_arg} &\nchild=$!");
-        let _ = writeln!(s, "trap 'kill -TERM \"$child\" 2>/dev/null' TERM");
-        let _ = writeln!(s, "wait \"$child\"; rc=$?");
-        let _ = writeln!(s, "while kill -0 \"$child\" 2>/dev/null; do wait \"$child\"; rc=$?; done");
-        let _ = writeln!(
-            s,
-            "if [ \"$rc\" -eq {INTERRUPTED} ]; then\n  # A time limit's early signal leaves the job RUNNING; `scancel` has already marked it otherwise.\n  state=$(squeue -h -j \"$SLURM_JOB_ID\" -o %T 2>/dev/null)\n  if [ \"$state\" = RUNNING ]; then\n    echo \"stopped with its checkpoint written: requeueing job $SLURM_JOB_ID\"\n    scontrol requeue \"$SLURM_JOB_ID\" || true\n  else\n    echo \"stopped with its checkpoint written (job $state): not requeued\"\n  fi\nfi"
-        );
-        let _ = writeln!(s, "exit \"$rc\"");
-        let path = dir.join(name);
-        lt_data::write_atomic(&path, s.as_bytes())?;
-        Ok(path)
-    };
-    let mut common: Vec<String> = vec![
-        "--parsable".into(),
-        "--requeue".into(),
-        "--open-mode=append".into(),
-        "--kill-on-invalid-dep=yes".into(),
-        format!("--cpus-per-task={}", opts.cpus),
-    ];
-    if let Some(p) = &opts.partition {
-        common.push(format!("--partition={p}"));
-    }
-    if let Some(a) = &opts.account {
-        common.push(format!("--account={a}"));
-    }
-    if let Some(t) = &opts.time {
-        common.push(format!("--time={t}"));
-        common.push("--signal=B:TERM@120".into());
-    }
-    if let Some(g) = opts.gpus {
-        common.push(format!("--gres=gpu:{g}"));
-    }
-    common.extend(opts.sbatch_args.iter().cloned());
-    let sbatch = |mut args: Vec<String>, script: &Path| -> Result<String> {
-        let mut all = common.clone();
-        all.append(&mut args);
-        all.push(script.display().to_string());
-        let id = slurm("sbatch", &all)?;
-        // `--parsable` prints `id` or `id;cluster`.
-        let id = id.trim().split(';').next().unwrap_or("").to_string();
-        if id.is_empty() {
-            bail!("sbatch printed no job id");
-        }
-        Ok(id)
-    };
-    let task_script = script("task.sh", " --task \"$SLURM_ARRAY_TASK_ID\"")?;
+    let task_script = dir.join("task.sh");
+    write_script(&task_script, command, " --task \"$SLURM_ARRAY_TASK_ID\"", &cwd, opts)?;
     let mut submitted: Vec<Wave> = Vec::new();
     let mut element: Vec<Option<String>> = vec![None; nodes.len()];
     for (w, members) in waves(nodes).iter().enumerate() {
@@ -275,19 +135,20 @@ pub fn submit(fig: &str, nodes: &[Node], command: &[String], out: &Path, opts: &
         if !needs.is_empty() {
             args.push(format!("--dependency=afterok:{}", needs.join(":")));
         }
-        let job = sbatch(args, &task_script)?;
+        let job = sbatch(opts, &args, &task_script)?;
         for &i in members {
             element[i] = Some(format!("{job}_{}", i + 1));
         }
         submitted.push(Wave { job, tasks: numbers });
     }
-    let render_script = script("render.sh", "")?;
+    let render_script = dir.join("render.sh");
+    write_script(&render_script, command, "", &cwd, opts)?;
     let mut args =
         vec![format!("--job-name=lt-{fig}-render"), format!("--output={}", logs.join(format!("{fig}-render-%j.log")).display())];
     if !submitted.is_empty() {
         args.push(format!("--dependency=afterok:{}", submitted.iter().map(|w| w.job.clone()).collect::<Vec<_>>().join(":")));
     }
-    let render = sbatch(args, &render_script)?;
+    let render = sbatch(opts, &args, &render_script)?;
     let sub = Submission {
         submitted_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         waves: submitted,
@@ -305,7 +166,7 @@ pub fn status(labels: &[String], done: &[bool], out: &Path) -> Result<String> {
         Some(s) => queue(&job_ids(s))?,
         None => Vec::new(),
     };
-    let state_of = |id: &str| live.iter().find(|(j, _, _)| j == id).map(|(_, s, r)| (s.clone(), r.clone()));
+    let state_of = |id: &str| live.iter().find(|q| q.id == id).map(|q| (q.state.clone(), q.reason.clone()));
     let mut s = String::new();
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for (i, label) in labels.iter().enumerate() {
@@ -369,11 +230,5 @@ mod tests {
         let nodes = [node(true, &[]), node(true, &[0]), node(true, &[0, 1]), node(false, &[]), node(true, &[3])];
         assert_eq!(waves(&nodes), vec![vec![0, 4], vec![1], vec![2]]);
         assert!(waves(&[node(false, &[])]).is_empty());
-    }
-
-    #[test]
-    fn arguments_survive_the_shell() {
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
     }
 }
