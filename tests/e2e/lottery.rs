@@ -220,14 +220,7 @@ fn two_workers_on_one_store_never_train_the_same_job_twice() {
 
 #[test]
 fn lt_lottery_runs_as_a_slurm_job_with_the_same_results() {
-    let up = std::env::var_os("SLURM_CONF").is_some()
-        && Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success());
-    if !up {
-        assert!(
-            std::env::var("LT_SLURM").map_or(true, |v| v != "required"),
-            "LT_SLURM=required but no Slurm answers (SLURM_CONF unset or `sinfo` failed)"
-        );
-        eprintln!("lt_lottery_runs_as_a_slurm_job_with_the_same_results: skipped, no Slurm here");
+    if !crate::slurm::cluster("lt_lottery_runs_as_a_slurm_job_with_the_same_results") {
         return;
     }
     let sb = Sandbox::new();

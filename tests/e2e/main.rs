@@ -5,6 +5,8 @@
 
 #[path = "../support/http_server.rs"]
 mod http_server;
+#[path = "../support/slurm.rs"]
+mod slurm;
 
 mod data;
 mod lottery;

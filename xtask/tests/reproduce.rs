@@ -177,7 +177,8 @@ fn unknown_figures_networks_and_help() {
     let o = xtask(&["reproduce", "fig5", "--only", "lenet", "--dry-run"]);
     assert!(text(&o.stderr).contains("fig5 has no network \"lenet\""), "{}", text(&o.stderr));
     // --rewind narrows a rewind grid, and says what is wrong with a bad one.
-    let o = xtask(&["reproduce", "fig4", "--scale", "small", "--only", "resnet18-standard", "--rewind", "50,0", "--dry-run"]);
+    let small = ["--scale", "small", "--dataset", "fashion-mnist-sample", "--only", "resnet18-standard"];
+    let o = xtask(&[&["reproduce", "fig4"][..], &small, &["--rewind", "50,0", "--dry-run"]].concat());
     let plan = text(&o.stdout);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(plan.contains("r0 k=0:") && plan.contains("r0 k=50:") && !plan.contains("k=25:"), "{plan}");
@@ -188,7 +189,8 @@ fn unknown_figures_networks_and_help() {
     ] {
         let mut all = vec!["reproduce"];
         all.extend_from_slice(args);
-        all.extend(["--scale", "small", "--only", "resnet18-standard", "--dry-run"]);
+        all.extend(small);
+        all.push("--dry-run");
         let o = xtask(&all);
         assert!(!o.status.success() && text(&o.stderr).contains(says), "{args:?}: {}", text(&o.stderr));
     }

@@ -13,6 +13,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
+
+#[path = "../../tests/support/slurm.rs"]
+mod support;
+use support::cluster;
 use std::time::{Duration, Instant};
 
 /// The cluster's slots are shared: one test at a time.
@@ -20,20 +24,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Whether a Slurm cluster answers; panics under `LT_SLURM=required` when none does.
-fn cluster(test: &str) -> bool {
-    let up = std::env::var_os("SLURM_CONF").is_some()
-        && Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success());
-    if !up {
-        assert!(
-            std::env::var("LT_SLURM").map_or(true, |v| v != "required"),
-            "{test}: LT_SLURM=required but no Slurm answers (SLURM_CONF unset or `sinfo` failed)"
-        );
-        eprintln!("{test}: skipped, no Slurm here (`eval \"$(xtask/slurm/local-cluster.sh start)\"` starts one)");
-    }
-    up
 }
 
 /// `cargo xtask reproduce fig5 --scale smoke --only resnet18-standard` on `store` and `out`, one
