@@ -16,8 +16,8 @@ use std::sync::{Mutex, OnceLock};
 
 #[path = "../../tests/support/slurm.rs"]
 mod support;
-use support::cluster;
 use std::time::{Duration, Instant};
+use support::cluster;
 
 /// The cluster's slots are shared: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());

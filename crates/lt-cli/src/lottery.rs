@@ -156,7 +156,10 @@ fn submit(what: &str, store: &Path, opts: &lt_slurm::SlurmArgs) -> Result<ExitCo
     let log = dir.join("logs").join(format!("lt-{what}-%j.log"));
     let args = [format!("--job-name=lt-{what}"), format!("--output={}", log.display())];
     let job = lt_slurm::sbatch(opts, &args, &script)?;
-    println!("submitted job {job}: lt {what} (log {})", dir.join("logs").join(format!("lt-{what}-{job}.log")).display());
+    println!(
+        "submitted job {job}: lt {what} (log {})",
+        dir.join("logs").join(format!("lt-{what}-{job}.log")).display()
+    );
     println!("`squeue -j {job}` follows it; a job that needs its results: --sbatch-arg=--dependency=afterok:{job}");
     Ok(ExitCode::SUCCESS)
 }

@@ -220,12 +220,8 @@ pub fn prepare(spec: &TrainSpec, job: &Job, ctx: &Context) -> Result<Trainer, Er
 fn lock(job: &Job, ctx: &mut Context) -> Result<std::fs::File, Error> {
     std::fs::create_dir_all(&job.dir).map_err(Error::io(&job.dir))?;
     let path = job.dir.join(LOCK);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(Error::io(&path))?;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(Error::io(&path))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -251,7 +247,11 @@ pub fn run(spec: &TrainSpec, job: &Job, ctx: &mut Context) -> Result<Outcome, Er
         return Ok(outcome);
     }
     if lt_train::stop_requested() {
-        return Err(lt_train::Error::Interrupted { iteration: job.start, checkpoint: job.dir.join("checkpoint.safetensors") }.into());
+        return Err(lt_train::Error::Interrupted {
+            iteration: job.start,
+            checkpoint: job.dir.join("checkpoint.safetensors"),
+        }
+        .into());
     }
     let mut trainer = prepare(spec, job, ctx)?;
     (ctx.events)(Event::Started {

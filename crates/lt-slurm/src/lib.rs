@@ -155,10 +155,8 @@ pub fn quote(text: &str) -> String {
 
 /// Runs a Slurm command and returns its standard output.
 pub fn slurm(program: &str, args: &[String]) -> Result<String, Error> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|source| Error::Spawn { program: program.into(), source })?;
+    let out =
+        Command::new(program).args(args).output().map_err(|source| Error::Spawn { program: program.into(), source })?;
     if !out.status.success() {
         return Err(Error::Failed {
             command: format!("{program} {}", args.join(" ")),
@@ -271,7 +269,8 @@ mod tests {
     fn a_script_runs_its_command_and_passes_on_its_exit_code() {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("job.sh");
-        let command = ["sh".to_string(), "-c".into(), "echo \"ran in $(pwd) with $RAYON_NUM_THREADS: $0\"; exit 3".into()];
+        let command =
+            ["sh".to_string(), "-c".into(), "echo \"ran in $(pwd) with $RAYON_NUM_THREADS: $0\"; exit 3".into()];
         let opts = SlurmArgs { prologue: Some("echo prologue".into()), ..SlurmArgs::default() };
         write_script(&script, &command, " 'it''s'", dir.path(), &opts).unwrap();
         let o = Command::new("bash").arg(&script).env("SLURM_CPUS_PER_TASK", "4").output().unwrap();
@@ -292,7 +291,14 @@ mod tests {
             ..SlurmArgs::default()
         };
         let o = opts.sbatch_options();
-        for want in ["--time=1:00:00", "--signal=B:TERM@120", "--gres=gpu:2", "--partition=gpu", "--qos=long", "--cpus-per-task=8"] {
+        for want in [
+            "--time=1:00:00",
+            "--signal=B:TERM@120",
+            "--gres=gpu:2",
+            "--partition=gpu",
+            "--qos=long",
+            "--cpus-per-task=8",
+        ] {
             assert!(o.iter().any(|x| x == want), "{want} missing from {o:?}");
         }
         assert!(SlurmArgs::default().sbatch_options().iter().all(|x| !x.starts_with("--signal")));

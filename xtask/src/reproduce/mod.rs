@@ -25,9 +25,8 @@ use lt_data::Locations;
 use lt_lottery::{Branch, Context, Data, Event, Exec, Lottery};
 
 use figures::{CSV_HEADER, DEFINITIONS, Figure, Results, Row, Task, TaskResult};
-use setup::{Scale, Setup};
 use lt_slurm::{Executor, SlurmArgs};
-
+use setup::{Scale, Setup};
 
 /// Regenerate a figure of "Stabilizing the Lottery Ticket Hypothesis".
 #[derive(Debug, Parser)]
@@ -298,7 +297,9 @@ pub fn run(raw: &[String]) -> Result<()> {
     };
     let exec = exec_for(&tasks);
     if let Some(n) = args.task {
-        let task = tasks.get(n.wrapping_sub(1)).with_context(|| format!("--task {n}: the plan has tasks 1 to {}", tasks.len()))?;
+        let task = tasks
+            .get(n.wrapping_sub(1))
+            .with_context(|| format!("--task {n}: the plan has tasks 1 to {}", tasks.len()))?;
         let label = format!("[{n}/{}] {}", tasks.len(), describe(task));
         let mut events = |e: Event| match e {
             Event::Started { label: job, from, to, resumed } => {
@@ -376,9 +377,17 @@ pub fn run(raw: &[String]) -> Result<()> {
             (0..tasks.len()).map(|i| slurm::Node { todo: unfinished(i), needs: needs(&tasks, i) }).collect();
         let sub = slurm::submit(fig.name, &nodes, &args.command(&out)?, &out, &args.slurm)?;
         let queued: usize = sub.waves.iter().map(|w| w.tasks.len()).sum();
-        println!("submitted {queued} task(s) in {} job array(s) and the rendering job {}:", sub.waves.len(), sub.render);
+        println!(
+            "submitted {queued} task(s) in {} job array(s) and the rendering job {}:",
+            sub.waves.len(),
+            sub.render
+        );
         for (w, wave) in sub.waves.iter().enumerate() {
-            println!("  wave {w}: job {} (tasks {})", wave.job, wave.tasks.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
+            println!(
+                "  wave {w}: job {} (tasks {})",
+                wave.job,
+                wave.tasks.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+            );
         }
         println!(
             "logs in {}; follow with `cargo xtask reproduce {} --status` and the same options",

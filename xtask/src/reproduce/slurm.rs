@@ -143,10 +143,15 @@ pub fn submit(fig: &str, nodes: &[Node], command: &[String], out: &Path, opts: &
     }
     let render_script = dir.join("render.sh");
     write_script(&render_script, command, "", &cwd, opts)?;
-    let mut args =
-        vec![format!("--job-name=lt-{fig}-render"), format!("--output={}", logs.join(format!("{fig}-render-%j.log")).display())];
+    let mut args = vec![
+        format!("--job-name=lt-{fig}-render"),
+        format!("--output={}", logs.join(format!("{fig}-render-%j.log")).display()),
+    ];
     if !submitted.is_empty() {
-        args.push(format!("--dependency=afterok:{}", submitted.iter().map(|w| w.job.clone()).collect::<Vec<_>>().join(":")));
+        args.push(format!(
+            "--dependency=afterok:{}",
+            submitted.iter().map(|w| w.job.clone()).collect::<Vec<_>>().join(":")
+        ));
     }
     let render = sbatch(opts, &args, &render_script)?;
     let sub = Submission {
@@ -170,15 +175,23 @@ pub fn status(labels: &[String], done: &[bool], out: &Path) -> Result<String> {
     let mut s = String::new();
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for (i, label) in labels.iter().enumerate() {
-        let job = sub.as_ref().and_then(|s| s.waves.iter().find(|w| w.tasks.contains(&(i + 1)))).map(|w| format!("{}_{}", w.job, i + 1));
+        let job = sub
+            .as_ref()
+            .and_then(|s| s.waves.iter().find(|w| w.tasks.contains(&(i + 1))))
+            .map(|w| format!("{}_{}", w.job, i + 1));
         let state = if done[i] {
             "done".to_string()
         } else {
             match job.as_deref().and_then(state_of) {
-                Some((state, reason)) if state == "PENDING" && reason != "None" => format!("{state} ({reason}), job {}", job.as_deref().unwrap_or("")),
+                Some((state, reason)) if state == "PENDING" && reason != "None" => {
+                    format!("{state} ({reason}), job {}", job.as_deref().unwrap_or(""))
+                }
                 Some((state, _)) => format!("{state}, job {}", job.as_deref().unwrap_or("")),
                 None => match &job {
-                    Some(j) => format!("not done, not queued (job {j} ended: its log is in {})", out.join("slurm").join("logs").display()),
+                    Some(j) => format!(
+                        "not done, not queued (job {j} ended: its log is in {})",
+                        out.join("slurm").join("logs").display()
+                    ),
                     None => "not done, not submitted".into(),
                 },
             }
@@ -197,7 +210,11 @@ pub fn status(labels: &[String], done: &[bool], out: &Path) -> Result<String> {
         Some(sub) => {
             let render = state_of(&sub.render).map_or_else(
                 || {
-                    if out.join("data.csv").is_file() { "finished".to_string() } else { "ended without the figure".to_string() }
+                    if out.join("data.csv").is_file() {
+                        "finished".to_string()
+                    } else {
+                        "ended without the figure".to_string()
+                    }
                 },
                 |(state, reason)| format!("{state} ({reason})"),
             );
