@@ -182,10 +182,15 @@ fn unknown_figures_networks_and_help() {
     let plan = text(&o.stdout);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(plan.contains("r0 k=0:") && plan.contains("r0 k=50:") && !plan.contains("k=25:"), "{plan}");
+    // --levels deepens fig5's curves.
+    let o = xtask(&[&["reproduce", "fig5"][..], &small, &["--levels", "6", "--dry-run"]].concat());
+    let plan = text(&o.stdout);
+    assert!(plan.contains("IMP levels 0-6") && plan.contains("reinit levels 1-6"), "{plan}");
     for (args, says) in [
         (&["fig4", "--rewind", "500"][..], "--rewind 500 is not before the end of training"),
         (&["fig5", "--rewind", "0,50"], "fig5 rewinds to one point"),
         (&["fig3", "--rewind", "50"], "fig3 has no rewind point to choose"),
+        (&["fig4", "--levels", "6"], "fig4 measures one sparsity"),
     ] {
         let mut all = vec!["reproduce"];
         all.extend_from_slice(args);

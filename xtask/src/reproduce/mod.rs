@@ -61,6 +61,11 @@ struct Args {
     /// ends of a grid first.
     #[arg(long, value_delimiter = ',')]
     rewind: Option<Vec<u64>>,
+    /// Pruning levels of the accuracy-vs-sparsity curves (fig1, fig5, fig9) instead of the
+    /// scale's: more levels reach sparser subnetworks, and the store keeps the levels already
+    /// trained.
+    #[arg(long)]
+    levels: Option<u32>,
     /// Print the plan and the time estimate, run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -99,6 +104,7 @@ impl Args {
         opt("--only", self.only.clone());
         opt("--replicates", self.replicates.map(|n| n.to_string()));
         opt("--rewind", self.rewind.as_ref().map(|ks| ks.iter().map(u64::to_string).collect::<Vec<_>>().join(",")));
+        opt("--levels", self.levels.map(|n| n.to_string()));
         Ok(c)
     }
 }
@@ -214,7 +220,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         {
             print!("{}", figure_help(fig)?);
             println!(
-                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --out DIR  --store DIR  --dry-run\n         --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
+                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --out DIR  --store DIR  --dry-run\n         --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
             );
             return Ok(());
         }
@@ -255,6 +261,15 @@ pub fn run(raw: &[String]) -> Result<()> {
             }
             if let Some(ks) = &args.rewind {
                 setup.rewind = Some(rewind_points(def.name, &setup, ks)?);
+            }
+            if let Some(levels) = args.levels {
+                if !matches!(def.name, "fig1" | "fig5" | "fig9") {
+                    bail!("{} measures one sparsity; --levels applies to the curves of fig1, fig5 and fig9", def.name);
+                }
+                if levels == 0 {
+                    bail!("--levels must be at least 1");
+                }
+                setup.levels = Some(levels);
             }
             Ok(setup)
         })

@@ -78,6 +78,8 @@ pub struct Setup {
     /// `--rewind`: the rewind points to run instead of the scale's (figure 4's grid, the
     /// instability grid, figure 5's rewound curve), in this scale's iterations.
     pub rewind: Option<Vec<u64>>,
+    /// `--levels`: the pruning levels of the accuracy-vs-sparsity curves instead of the scale's.
+    pub levels: Option<u32>,
 }
 
 /// The paper's training length of `preset`.
@@ -108,7 +110,19 @@ impl Setup {
         // Two of the paper's levels at once: 1 - 0.8² = 0.36.
         let fraction =
             if scale == Scale::Small && family != Family::Lenet { 1.0 - (1.0 - paper).powi(2) } else { paper };
-        Ok(Setup { preset, family, scale, dataset, iterations, batch, replicates, factor, fraction, rewind: None })
+        Ok(Setup {
+            preset,
+            family,
+            scale,
+            dataset,
+            iterations,
+            batch,
+            replicates,
+            factor,
+            fraction,
+            rewind: None,
+            levels: None,
+        })
     }
 
     /// The paper's iteration `k` at this scale (never 0 unless `k` is).
@@ -118,6 +132,9 @@ impl Setup {
 
     /// Pruning levels of the accuracy-vs-sparsity figures.
     pub fn curve_levels(&self) -> u32 {
+        if let Some(levels) = self.levels {
+            return levels;
+        }
         match (self.scale, self.family) {
             (Scale::Smoke, _) => 2,
             (Scale::Small, Family::Lenet) => 10,
