@@ -247,11 +247,10 @@ pub fn run(spec: &TrainSpec, job: &Job, ctx: &mut Context) -> Result<Outcome, Er
         return Ok(outcome);
     }
     if lt_train::stop_requested() {
-        return Err(lt_train::Error::Interrupted {
-            iteration: job.start,
-            checkpoint: job.dir.join("checkpoint.safetensors"),
-        }
-        .into());
+        return Err(Error::Request(format!(
+            "stopped as asked (SIGTERM) before {} started; the same command continues from there",
+            job.label
+        )));
     }
     let mut trainer = prepare(spec, job, ctx)?;
     (ctx.events)(Event::Started {

@@ -14,7 +14,9 @@
 //! off the same training run, and a job that finds its work done exits at once. A job stopped by
 //! SIGTERM (its time limit, preemption, `scancel`) checkpoints and exits 75; the batch script then
 //! requeues it (with `--time`, Slurm sends that SIGTERM two minutes before the limit), and it
-//! resumes from its checkpoint.
+//! resumes from its checkpoint. Only training stops early: a job in the middle of evaluating the
+//! points of a line finishes that first (or, killed after Slurm's grace period, evaluates them
+//! again when it runs next).
 //!
 //! Files: `OUT/slurm/` holds the batch scripts, `submission.json` (the job ids, for `--status`)
 //! and `logs/` (one log per task and one for the rendering).
