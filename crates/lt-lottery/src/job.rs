@@ -236,14 +236,19 @@ fn lock(job: &Job, ctx: &mut Context) -> Result<std::fs::File, Error> {
 /// Runs `job` under `spec` unless it is complete; returns its outcome. Holds the job's lock while
 /// it trains.
 pub fn run(spec: &TrainSpec, job: &Job, ctx: &mut Context) -> Result<Outcome, Error> {
-    if let Some(outcome) = outcome(&job.dir)? {
-        (ctx.events)(Event::Skipped { label: job.label.clone(), outcome: outcome.clone() });
+    let done_before = |ctx: &mut Context| -> Result<Option<Outcome>, Error> {
+        let done = outcome(&job.dir)?;
+        if let Some(outcome) = &done {
+            (ctx.events)(Event::Skipped { label: job.label.clone(), outcome: outcome.clone() });
+        }
+        Ok(done)
+    };
+    if let Some(outcome) = done_before(ctx)? {
         return Ok(outcome);
     }
     let _lock = lock(job, ctx)?;
     // Whoever held the lock before may have finished the job.
-    if let Some(outcome) = outcome(&job.dir)? {
-        (ctx.events)(Event::Skipped { label: job.label.clone(), outcome: outcome.clone() });
+    if let Some(outcome) = done_before(ctx)? {
         return Ok(outcome);
     }
     if lt_train::stop_requested() {

@@ -351,17 +351,15 @@ impl Trainer {
             if self.config.save_at.contains(&self.iteration) {
                 self.save(&self.dir.join(format!("step_{}.safetensors", self.iteration)))?;
             }
-            if every(self.config.checkpoint_every) || done {
+            let stop = !done && crate::stop_requested();
+            if every(self.config.checkpoint_every) || done || stop {
                 // Metrics first: a kill between the two writes leaves records past the checkpoint,
                 // which a resume drops and recomputes; the other order would lose a record.
                 self.write_metrics()?;
                 self.save(&self.checkpoint_path())?;
                 last_good = Some(self.checkpoint_path());
-            } else if crate::stop_requested() {
-                self.write_metrics()?;
-                self.save(&self.checkpoint_path())?;
             }
-            if crate::stop_requested() && !done {
+            if stop {
                 return Err(Error::Interrupted { iteration: self.iteration, checkpoint: self.checkpoint_path() });
             }
         }

@@ -316,18 +316,7 @@ pub fn run(raw: &[String]) -> Result<()> {
             .get(n.wrapping_sub(1))
             .with_context(|| format!("--task {n}: the plan has tasks 1 to {}", tasks.len()))?;
         let label = format!("[{n}/{}] {}", tasks.len(), describe(task));
-        let mut events = |e: Event| match e {
-            Event::Started { label: job, from, to, resumed } => {
-                println!("{label}: {job}: {} iterations {from}..{to}", if resumed { "resuming" } else { "training" })
-            }
-            Event::Waiting { label: job } => println!("{label}: {job}: another worker trains it; waiting"),
-            Event::Finished { label: job, outcome } => {
-                println!("{label}: {job}: {:.2}% test accuracy ({:.0} s)", 100.0 * outcome.accuracy, outcome.wall_s)
-            }
-            _ => {}
-        };
-        let mut ctx = Context { data: data_for(task)?, exec: &exec, events: &mut events };
-        run_task(task, &args.store, &mut ctx).with_context(|| format!("task {n}: {}", describe(task)))?;
+        run_shown(task, &label, &args.store, &exec, data_for(task)?, &ProgressBar::hidden())?;
         println!("{label}: done in {}", human(started.elapsed().as_secs_f64()));
         return Ok(());
     }
@@ -419,28 +408,8 @@ pub fn run(raw: &[String]) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} it  {msg}  eta {eta}")?.progress_chars("=> "));
     let mut results = Results::new();
     for (i, task) in tasks.iter().enumerate() {
-        let data = data_for(task)?;
-        let mut last = 0u64;
         let label = format!("[{}/{}] {}", i + 1, tasks.len(), describe(task));
-        let mut events = |e: Event| match e {
-            Event::Started { label: job, from, to, resumed } => {
-                last = from;
-                let how = if resumed { "resuming" } else { "training" };
-                say(&bar, format!("{label}: {job}: {how} iterations {from}..{to}"));
-                bar.set_message(job);
-            }
-            Event::Train(lt_train::Progress::Step { iteration, .. }) => {
-                bar.inc(iteration.saturating_sub(last));
-                last = iteration;
-            }
-            Event::Finished { label: job, outcome } => say(
-                &bar,
-                format!("{label}: {job}: {:.2}% test accuracy ({:.0} s)", 100.0 * outcome.accuracy, outcome.wall_s),
-            ),
-            _ => {}
-        };
-        let mut ctx = Context { data, exec: &exec, events: &mut events };
-        let result = run_task(task, &args.store, &mut ctx).with_context(|| format!("task {}", describe(task)))?;
+        let result = run_shown(task, &label, &args.store, &exec, data_for(task)?, &bar)?;
         results.insert(task.key(), result);
     }
     bar.finish_and_clear();
@@ -454,6 +423,39 @@ pub fn run(raw: &[String]) -> Result<()> {
     }
     println!("done in {}: {}", human(started.elapsed().as_secs_f64()), out.display());
     Ok(())
+}
+
+/// Runs `task`, saying (as `label`) when each of its jobs starts, waits for another worker, or
+/// finishes, and moving `bar` with its training iterations.
+fn run_shown(
+    task: &Task,
+    label: &str,
+    store: &Path,
+    exec: &Exec,
+    data: &Data,
+    bar: &ProgressBar,
+) -> Result<TaskResult> {
+    let mut last = 0u64;
+    let mut events = |e: Event| match e {
+        Event::Started { label: job, from, to, resumed } => {
+            last = from;
+            let how = if resumed { "resuming" } else { "training" };
+            say(bar, format!("{label}: {job}: {how} iterations {from}..{to}"));
+            bar.set_message(job);
+        }
+        Event::Train(lt_train::Progress::Step { iteration, .. }) => {
+            bar.inc(iteration.saturating_sub(last));
+            last = iteration;
+        }
+        Event::Waiting { label: job } => say(bar, format!("{label}: {job}: another worker trains it; waiting")),
+        Event::Finished { label: job, outcome } => say(
+            bar,
+            format!("{label}: {job}: {:.2}% test accuracy ({:.0} s)", 100.0 * outcome.accuracy, outcome.wall_s),
+        ),
+        _ => {}
+    };
+    let mut ctx = Context { data, exec, events: &mut events };
+    run_task(task, store, &mut ctx).with_context(|| format!("task {}", describe(task)))
 }
 
 /// How the tasks run: one evaluation per job (at its end: evaluating a CIFAR network on 10,000
@@ -1015,12 +1017,10 @@ fn write_outputs(
                     for k in ks {
                         let mut cells = Vec::new();
                         for kind in ["data-order", "pruning"] {
+                            let name = format!("{kind}-{metric}");
                             let of = |series: &str| {
                                 mean_of(rows, |x| {
-                                    x.network == net
-                                        && x.rewind == k
-                                        && x.series == series
-                                        && x.metric == format!("{kind}-{metric}")
+                                    x.network == net && x.rewind == k && x.series == series && x.metric == name
                                 })
                             };
                             let (imp, random) = (of("imp"), of("random"));
