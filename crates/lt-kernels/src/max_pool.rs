@@ -14,8 +14,8 @@ use crate::simd::written;
 use crate::slices::{contiguous, with_slice};
 
 /// Max-pool of `x` (N, C, H, W) with a `kh` x `kw` window and the same stride; rows and columns
-/// that do not fill a window are dropped. On other devices or dtypes: the composed candle version
-/// (reshape and two `max` reductions, whose gradient goes to every maximum of a tie).
+/// that do not fill a window are dropped. On other devices or dtypes (a CUDA build's GPU): the
+/// same function composed of candle ops ([`composed`]), gradient to the first maximum too.
 pub fn max_pool2d(x: &Tensor, kh: usize, kw: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = (h / kh.max(1), w / kw.max(1));
@@ -25,8 +25,26 @@ pub fn max_pool2d(x: &Tensor, kh: usize, kw: usize) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         return apply1(&x.contiguous()?, MaxPool { kh, kw });
     }
-    let x = if (oh * kh, ow * kw) == (h, w) { x.clone() } else { x.narrow(2, 0, oh * kh)?.narrow(3, 0, ow * kw)? };
-    x.contiguous()?.reshape((n, c, oh, kh, ow, kw))?.max(5)?.max(3)
+    composed(x, (n, c, oh, ow), kh, kw)
+}
+
+/// The pool from candle ops on any device: each window's values side by side, a one-hot of its
+/// first maximum in row-major order (from a cumulative count of the maxima, outside the graph),
+/// and the selected value. Its gradient goes whole to that element, as in PyTorch, where
+/// candle's `max` reduction would give it to every maximum of a tie and candle's own
+/// `max_pool2d` scales it wrongly (lt-models' `pool.rs`).
+fn composed(x: &Tensor, (n, c, oh, ow): (usize, usize, usize, usize), kh: usize, kw: usize) -> Result<Tensor> {
+    let x = x.narrow(2, 0, oh * kh)?.narrow(3, 0, ow * kw)?;
+    let windows = x
+        .contiguous()?
+        .reshape((n, c, oh, kh, ow, kw))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .contiguous()?
+        .reshape((n, c, oh, ow, kh * kw))?;
+    let values = windows.detach();
+    let at_max = values.broadcast_eq(&values.max_keepdim(4)?)?;
+    let first = at_max.to_dtype(DType::F32)?.cumsum(4)?.eq(1f64)?.mul(&at_max)?;
+    first.where_cond(&windows, &windows.zeros_like()?)?.sum(4)
 }
 
 struct MaxPool {
@@ -134,6 +152,30 @@ mod tests {
         let g = (y * 3.0).unwrap().sum_all().unwrap().backward().unwrap();
         let g = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(g, [0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    /// The version a GPU runs, checked here on the CPU: the same values and gradients as the
+    /// kernel, ties included (so CPU and GPU runs of a network differ only by rounding).
+    #[test]
+    fn the_composed_pool_equals_the_kernel_ties_included() {
+        for (h, w, kh, kw) in [(8, 6, 2, 2), (7, 5, 2, 2), (9, 9, 3, 3), (6, 4, 2, 1)] {
+            // Rounded values: many windows hold a tie.
+            let x = Tensor::randn(0f32, 2.0, (2, 3, h, w), &Device::Cpu).unwrap().round().unwrap();
+            let x = Var::from_tensor(&x).unwrap();
+            let probe = Tensor::randn(0f32, 1.0, (2, 3, h / kh, w / kw), &Device::Cpu).unwrap();
+            let ours = max_pool2d(&x, kh, kw).unwrap();
+            let theirs = composed(&x, (2, 3, h / kh, w / kw), kh, kw).unwrap();
+            assert_eq!(max_diff(&ours, &theirs), 0.0, "{h}x{w} / {kh}x{kw}");
+            let ga = (ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            assert_eq!(max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()), 0.0, "{h}x{w} / {kh}x{kw}");
+        }
+        // Off f32 the public function takes the composed path.
+        let x = Tensor::new(&[[[[1f64, 5.0, 2.0], [5.0, 4.0, 0.0], [9.0, 8.0, 7.0]]]], &Device::Cpu).unwrap();
+        let x = Var::from_tensor(&x).unwrap();
+        let g = max_pool2d(&x, 2, 2).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = g.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(g, [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
     }
 
     #[test]
