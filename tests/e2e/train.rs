@@ -108,3 +108,23 @@ fn a_shortened_run_says_when_the_presets_schedule_lies_beyond_it_and_takes_miles
     let o = sb.lt(&["train", "--preset", "lenet", "--milestones", "soon"]);
     assert!(!o.status.success() && stderr(&o).contains("invalid value 'soon' for '--milestones"), "{}", stderr(&o));
 }
+
+/// `--device`: a bad name is refused by the parser, and CUDA in a build without it says how to get
+/// it before anything is written (a CUDA build on a machine without a GPU names the driver instead).
+#[test]
+fn the_device_flag_names_what_is_wrong() {
+    let sb = Sandbox::new();
+    let out = sb.path().join("run");
+    let o = sb.lt(&["train", "--preset", "lenet", "--device", "tpu", "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("write cpu, cuda or cuda:N"), "{}", stderr(&o));
+    let o = sb.lt(&["lottery", "--preset", "lenet", "--device", "cuda:1", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let why = stderr(&o);
+    if candle_core::utils::cuda_is_available() {
+        assert!(why.contains("--device cuda:1"), "{why}");
+    } else {
+        assert!(why.contains("--features cuda"), "{why}");
+    }
+    assert!(!out.exists() || std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0) == 0, "{why}");
+}

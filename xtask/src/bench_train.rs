@@ -24,6 +24,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use lt_models::{InputSpec, Model};
+use lt_train::DeviceSpec;
 use lt_train::{Masks, Optimizer, OptimizerConfig};
 
 /// What the benchmark ran on: the CPU, the tier of each kernel family, and the fp32 peak measured
@@ -102,9 +103,8 @@ struct Timing {
     eval_images_per_s: f64,
 }
 
-fn time_ours(net: &Net, masked: bool, steps: usize, warmup: usize) -> Result<Timing> {
-    let dev = Device::Cpu;
-    let model = Model::new(net.model, net.input, 0, Default::default(), &dev)?;
+fn time_ours(net: &Net, masked: bool, steps: usize, warmup: usize, dev: &Device) -> Result<Timing> {
+    let model = Model::new(net.model, net.input, 0, Default::default(), dev)?;
     let params = model.parameters();
     let mut masks = Masks::new();
     if masked {
@@ -112,15 +112,15 @@ fn time_ours(net: &Net, masked: bool, steps: usize, warmup: usize) -> Result<Tim
             if name.ends_with("weight") && var.rank() > 1 {
                 let keep: Vec<f32> =
                     noise(var.elem_count(), 100 + i as u64).iter().map(|v| f32::from(*v > 0.6)).collect();
-                let m = Tensor::from_vec(keep, var.dims(), &dev)?;
+                let m = Tensor::from_vec(keep, var.dims(), dev)?;
                 var.set(&(var.as_tensor() * &m)?)?;
                 masks.insert(name.clone(), m);
             }
         }
     }
     let shape = (net.batch, net.input.channels, net.input.height, net.input.width);
-    let x = Tensor::from_vec(noise(shape.0 * shape.1 * shape.2 * shape.3, 1), shape, &dev)?;
-    let y = Tensor::from_vec((0..net.batch as u32).map(|i| i % 10).collect::<Vec<_>>(), net.batch, &dev)?;
+    let x = Tensor::from_vec(noise(shape.0 * shape.1 * shape.2 * shape.3, 1), shape, dev)?;
+    let y = Tensor::from_vec((0..net.batch as u32).map(|i| i % 10).collect::<Vec<_>>(), net.batch, dev)?;
     let mut opt = Optimizer::new(net.optimizer)?;
     let mut times = Vec::new();
     for i in 0..warmup + steps {
@@ -135,7 +135,7 @@ fn time_ours(net: &Net, masked: bool, steps: usize, warmup: usize) -> Result<Tim
     }
     times.sort_by(f64::total_cmp);
     let step_ms = times[times.len() / 2] * 1e3;
-    let xe = Tensor::from_vec(noise(500 * shape.1 * shape.2 * shape.3, 2), (500, shape.1, shape.2, shape.3), &dev)?;
+    let xe = Tensor::from_vec(noise(500 * shape.1 * shape.2 * shape.3, 2), (500, shape.1, shape.2, shape.3), dev)?;
     model.forward_t(&xe, false)?.to_dtype(DType::F32)?;
     let t0 = Instant::now();
     for _ in 0..2 {
@@ -170,7 +170,13 @@ pub fn torch_python(install: bool) -> Result<Option<PathBuf>> {
 }
 
 /// PyTorch's timings of one network, and the peak resident set of the process that ran them.
-fn time_torch(key: &str, masked: bool, threads: usize, steps: usize) -> Result<Option<serde_json::Value>> {
+fn time_torch(
+    key: &str,
+    masked: bool,
+    threads: usize,
+    steps: usize,
+    device: DeviceSpec,
+) -> Result<Option<serde_json::Value>> {
     let Some(python) = torch_python(false)? else { return Ok(None) };
     let script = torch_dir().join("bench_step.py");
     let mut argv = vec![
@@ -181,6 +187,8 @@ fn time_torch(key: &str, masked: bool, threads: usize, steps: usize) -> Result<O
         steps.to_string(),
         "--models".into(),
         key.into(),
+        "--device".into(),
+        device.to_string(),
     ];
     if masked {
         argv.push("--masked".into());
@@ -219,9 +227,16 @@ fn peak_rss_kb() -> u64 {
 }
 
 /// Our timings of one network in a fresh process (so that its peak memory is its own).
-fn time_ours_in_child(net: &Net, masked: bool, threads: usize, steps: usize) -> Result<(Timing, u64)> {
+fn time_ours_in_child(
+    net: &Net,
+    masked: bool,
+    threads: usize,
+    steps: usize,
+    device: DeviceSpec,
+) -> Result<(Timing, u64)> {
     let mut cmd = Command::new(std::env::current_exe().context("locating the xtask binary")?);
     cmd.args(["bench", "train", "--child", net.key, "--threads", &threads.to_string(), "--steps", &steps.to_string()]);
+    cmd.args(["--device", &device.to_string()]);
     if masked {
         cmd.arg("--masked");
     }
@@ -238,13 +253,13 @@ fn time_ours_in_child(net: &Net, masked: bool, threads: usize, steps: usize) -> 
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut json, mut steps, mut threads, mut models) = (false, 10usize, 2usize, None::<String>);
-    let (mut child, mut masked, mut rounds) = (None::<String>, false, 2usize);
+    let (mut child, mut masked, mut rounds, mut device) = (None::<String>, false, 2usize, DeviceSpec::Cpu);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask bench train [--json] [--steps N] [--rounds N] [--threads N] [--models lenet,resnet20,vgg19]"
+                    "usage: cargo xtask bench train [--json] [--steps N] [--rounds N] [--threads N] [--models lenet,resnet20,vgg19] [--device cpu|cuda[:N]]"
                 );
                 return Ok(());
             }
@@ -253,11 +268,12 @@ pub fn run(args: &[String]) -> Result<()> {
             "--threads" => threads = it.next().context("--threads needs a value")?.parse()?,
             "--models" => models = Some(it.next().context("--models needs a value")?.clone()),
             "--rounds" => rounds = it.next().context("--rounds needs a value")?.parse()?,
+            "--device" => device = it.next().context("--device needs a value")?.parse()?,
             // Internal: time one network in this process and print the result as JSON.
             "--child" => child = Some(it.next().context("--child needs a network")?.clone()),
             "--masked" => masked = true,
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask bench train [--json] [--steps N] [--rounds N] [--threads N] [--models lenet,resnet20,vgg19]"
+                "unknown argument {other:?}; usage: cargo xtask bench train [--json] [--steps N] [--rounds N] [--threads N] [--models lenet,resnet20,vgg19] [--device cpu|cuda[:N]]"
             ),
         }
     }
@@ -266,7 +282,7 @@ pub fn run(args: &[String]) -> Result<()> {
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     if let Some(key) = child {
         let net = nets().into_iter().find(|n| n.key == key).with_context(|| format!("no network {key:?}"))?;
-        let t = time_ours(&net, masked, steps, 2)?;
+        let t = time_ours(&net, masked, steps, 2, &device.open()?)?;
         println!(
             "{}",
             serde_json::json!({"step_ms": t.step_ms, "eval_images_per_s": t.eval_images_per_s, "peak_rss_kb": peak_rss_kb()})
@@ -281,6 +297,9 @@ pub fn run(args: &[String]) -> Result<()> {
             "cpu: {}; kernels: {}; fp32 peak measured now: {:.0} GFLOP/s ({threads} threads)",
             machine.cpu, machine.isa, machine.peak_gflops
         );
+        if device.is_cuda() {
+            println!("device: {device} (ours: candle's CUDA backend; the peak column is the CPU's, ignore it)");
+        }
         println!(
             "training step (best of {rounds} alternating rounds, each the median of {steps} steps) and evaluation, {threads} threads; peak memory: resident set of a process per network"
         );
@@ -308,14 +327,14 @@ pub fn run(args: &[String]) -> Result<()> {
             // spell of this shared machine then hits both or neither.
             let (mut torch, mut ours, mut ours_kb) = (None::<serde_json::Value>, None::<Timing>, 0u64);
             for _ in 0..rounds.max(1) {
-                if let Some(t) = time_torch(net.key, masked, threads, steps)? {
+                if let Some(t) = time_torch(net.key, masked, threads, steps, device)? {
                     let faster =
                         |old: &serde_json::Value| t["step_ms_median"].as_f64() < old["step_ms_median"].as_f64();
                     if torch.as_ref().is_none_or(faster) {
                         torch = Some(t);
                     }
                 }
-                let (t, kb) = time_ours_in_child(net, masked, threads, steps)?;
+                let (t, kb) = time_ours_in_child(net, masked, threads, steps, device)?;
                 ours_kb = ours_kb.max(kb);
                 if ours.as_ref().is_none_or(|o| t.step_ms < o.step_ms) {
                     ours = Some(t);
@@ -333,8 +352,10 @@ pub fn run(args: &[String]) -> Result<()> {
                     serde_json::json!({
                         "network": net.key, "masked": masked, "threads": threads, "batch": net.batch,
                         "project_ms": ours.step_ms, "torch_ms": torch_ms, "ratio": ratio,
-                        "gflops": gflops, "peak_fraction": gflops / machine.peak_gflops,
+                        // The CPU's peak says nothing of a GPU's.
+                        "gflops": gflops, "peak_fraction": (!device.is_cuda()).then(|| gflops / machine.peak_gflops),
                         "cpu": machine.cpu, "isa": machine.isa, "peak_gflops": machine.peak_gflops,
+                        "device": device.to_string(),
                         "eval_images_per_s": ours.eval_images_per_s, "torch_eval_images_per_s": torch_eval,
                         "project_peak_rss_kb": ours_kb, "torch_peak_rss_kb": torch_kb,
                     })

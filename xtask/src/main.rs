@@ -7,6 +7,7 @@
 //! - `cargo xtask bench sparse [--reps N] [--threads N]`: sparse vs dense layers by density (see `bench_sparse.rs`).
 //! - `cargo xtask render DIR...`: re-draws finished figures from their `data.json` (see `reproduce/`).
 //! - `cargo xtask fixtures`: regenerates lt-train's PyTorch step fixtures (see `fixtures.rs`).
+//! - `cargo xtask gpu-check [--device cuda:N]`: builds with CUDA and checks and times it on a GPU (see `gpu_check.rs`).
 //!
 //! Tidy checks of the source tree live in `tidy.rs` and run under `cargo test`.
 
@@ -15,13 +16,14 @@ mod bench_conv;
 mod bench_sparse;
 mod bench_train;
 mod fixtures;
+mod gpu_check;
 mod reproduce;
 #[cfg(test)]
 mod tidy;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench data|prune|train|conv|sparse [--json] ... | cargo xtask fixtures [lenet|resnet20|vgg19...] | cargo xtask reproduce FIG ... | cargo xtask render DIR...";
+const USAGE: &str = "usage: cargo xtask bench data|prune|train|conv|sparse [--json] ... | cargo xtask fixtures [lenet|resnet20|vgg19...] | cargo xtask reproduce FIG ... | cargo xtask render DIR... | cargo xtask gpu-check [--device cuda:N]";
 
 fn main() -> std::process::ExitCode {
     // `reproduce` and `bench` train: without this, a third of a step goes to page faults.
@@ -68,6 +70,7 @@ fn run(args: &[String]) -> Result<()> {
             Ok(())
         }
         Some("render") => reproduce::render(&args[1..]),
+        Some("gpu-check") => gpu_check::run_check(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -4,6 +4,7 @@ median of whole steps (zero_grad, forward, loss, backward, optimizer step, and t
 with --masked). Prints one JSON object per network.
 
 usage: python bench_step.py [--threads 2] [--steps 20] [--warmup 3] [--models lenet,resnet20,vgg19] [--masked]
+                      [--device cpu|cuda:N]
 """
 import argparse
 import json
@@ -34,8 +35,10 @@ def optimizer(kind, params, lr):
 
 def time_network(name, args):
     make, shape, batch, kind, lr = NETWORKS[name]
+    device = torch.device(args.device)
     model = make()
     model.apply(nets.kaiming)
+    model.to(device)
     model.train()
     opt = optimizer(kind, model.parameters(), lr)
     masks = []
@@ -47,7 +50,11 @@ def time_network(name, args):
                 with torch.no_grad():
                     p.mul_(m)
                 masks.append((p, m))
-    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, *shape).to(device), torch.randint(0, 10, (batch,)).to(device)
+
+    def sync():
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
     times = []
     for i in range(args.warmup + args.steps):
         start = time.perf_counter()
@@ -57,20 +64,24 @@ def time_network(name, args):
         with torch.no_grad():
             for p, m in masks:
                 p.mul_(m)
+        sync()
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
     # Evaluation: forward passes over 1,000 examples in batches of 500, after one untimed pass.
     model.eval()
-    xe = torch.randn(500, *shape)
+    xe = torch.randn(500, *shape).to(device)
     with torch.no_grad():
         model(xe)
+        sync()
         start = time.perf_counter()
         model(xe)
         model(xe)
+        sync()
         eval_s = time.perf_counter() - start
     flops = nets.forward_flops(model, shape)
     return dict(impl='torch', version=torch.__version__, model=name, masked=args.masked, threads=args.threads,
+                device=args.device,
                 batch=batch, params=sum(p.numel() for p in model.parameters()),
                 step_ms_median=round(median * 1e3, 3), step_ms_min=round(min(times) * 1e3, 3),
                 train_gflops=round(3 * flops * batch / median / 1e9, 2), eval_images_per_s=round(1000 / eval_s, 1))
@@ -83,6 +94,7 @@ def main():
     ap.add_argument('--warmup', type=int, default=3)
     ap.add_argument('--models', default='lenet,resnet20,vgg19')
     ap.add_argument('--masked', action='store_true', help='hold 80%% of each weight at zero with a fixed mask')
+    ap.add_argument('--device', default='cpu', help='cpu or cuda:N (PyTorch\'s device string)')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

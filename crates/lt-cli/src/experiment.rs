@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lt_data::Locations;
 use lt_lottery::{Data, Event, Lottery, LotterySpec, PruneSpec, TrainSpec};
-use lt_train::{Preset, Progress, Steps};
+use lt_train::{DeviceSpec, Preset, Progress, Steps};
 
 use crate::say;
 
@@ -59,6 +59,28 @@ pub struct RunArgs {
     /// The experiment store (runs are folders in it named by their hyperparameters).
     #[arg(long, default_value = "results/store")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// Where to train (shared by `lt train` and the lottery commands).
+#[derive(Debug, Args, Clone, Default)]
+pub struct DeviceArg {
+    /// Where to train: cpu, or cuda / cuda:N (an NVIDIA GPU, in a build with `--features cuda`).
+    /// Not a hyperparameter: a run keeps its folder and resumes on another device.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceSpec,
+}
+
+fn parse_device(text: &str) -> Result<DeviceSpec, String> {
+    text.parse().map_err(|e: lt_train::Error| e.to_string())
+}
+
+impl DeviceArg {
+    /// Opens the device; a GPU that cannot be used is an error naming the flag.
+    pub fn open(&self) -> Result<candle_core::Device> {
+        Ok(self.device.open()?)
+    }
 }
 
 /// Overrides of the preset's learning-rate schedule (shared by `lt train` and the lottery commands).
@@ -132,6 +154,9 @@ impl RunArgs {
     /// exist (`Mode::Existing`), or only named (`Mode::Plan`).
     pub fn open(&self, loc: &Locations, mode: Mode) -> Result<Opened> {
         let preset = Preset::named(&self.preset)?;
+        // First, so that a GPU that cannot be used leaves no folder behind. Planning touches no
+        // device (a plan may be made where the GPU is absent).
+        let device = if mode == Mode::Plan { candle_core::Device::Cpu } else { self.device.open()? };
         let dataset = self.dataset.as_deref().unwrap_or(preset.dataset);
         let data = Data::open(dataset, self.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
         let mut train = TrainSpec::from_preset(preset, Some(dataset), self.replicate, 1);
@@ -162,7 +187,7 @@ impl RunArgs {
             Mode::Plan => Lottery::planned(&self.out, spec)?,
         };
         let eval_every = self.eval_every.map_or(0, |s| s.iterations(per_epoch));
-        let exec = lt_lottery::Exec { eval_every, ..Default::default() };
+        let exec = lt_lottery::Exec { eval_every, device, ..Default::default() };
         if dataset != preset.dataset {
             println!("note: the paper trains {} on {}; this run uses {dataset}", preset.name, preset.dataset);
         }

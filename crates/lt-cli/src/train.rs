@@ -4,14 +4,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lt_data::Locations;
 use lt_models::{InitConfig, Model};
 use lt_train::{Masks, Preset, Progress, RunConfig, Steps, Trainer};
 
-use crate::experiment::ScheduleArgs;
+use crate::experiment::{DeviceArg, ScheduleArgs};
 use crate::say;
 
 #[derive(Debug, Args)]
@@ -48,12 +47,15 @@ pub struct TrainArgs {
     /// The run's folder (checkpoints, metrics.jsonl); an existing run there is resumed.
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
     let preset = Preset::named(&args.preset)?;
     let dataset = args.dataset.as_deref().unwrap_or(preset.dataset);
-    let device = Device::Cpu;
+    let spec_device = args.device.device;
+    let device = args.device.open()?;
     let data =
         lt_lottery::Data::open(dataset, args.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
     let (train, test, input) = (data.train.clone(), data.test.clone(), data.input);
@@ -90,6 +92,9 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
         model.num_parameters()
     )?;
     writeln!(out, "run folder {}", dir.display())?;
+    if spec_device.is_cuda() {
+        writeln!(out, "training on {spec_device}")?;
+    }
     if let Some(note) = schedule_note {
         writeln!(out, "{note}")?;
     }

@@ -10,6 +10,7 @@
 //! ([`request_stop`], or SIGTERM once a binary calls [`stop_on_sigterm`]).
 
 mod checkpoint;
+mod device;
 mod error;
 mod gradients;
 mod optim;
@@ -20,6 +21,7 @@ mod stop;
 mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
+pub use device::DeviceSpec;
 pub use error::Error;
 pub use gradients::gradients;
 pub use optim::{Optimizer, OptimizerConfig};

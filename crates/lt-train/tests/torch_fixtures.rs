@@ -16,6 +16,9 @@
 //! no gate sits that close: after one step every tensor is within 3e-5 of the reference (PyTorch's
 //! own float32 run: 3.5e-5), so the 1e-4 bound holds without slack; over ten steps at rate 0.1 the
 //! run is chaotic and the `SLACK` rule applies, as for ResNet-20.
+//!
+//! `LT_TEST_DEVICE=cuda:N` runs the same checks on a GPU (a build with `--features lt-models/cuda`;
+//! `cargo xtask gpu-check` does both): candle's CUDA ops against the same references and bounds.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
@@ -24,21 +27,24 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use lt_models::{InitConfig, InputSpec, Model};
-use lt_train::{Masks, Optimizer, OptimizerConfig};
+use lt_train::{DeviceSpec, Masks, Optimizer, OptimizerConfig};
 
 const TOLERANCE: f64 = 1e-4;
 const SLACK: f64 = 10.0;
 /// See the module doc: the batch at which no ReLU gate of VGG-19 sits on the kink.
 const VGG_BATCH: usize = 2;
 
-fn batch(shape: (usize, usize, usize), n: usize) -> (Tensor, Tensor) {
+/// The device under test: `LT_TEST_DEVICE` (cpu, cuda, cuda:N), the CPU by default.
+fn device() -> Device {
+    let spec: DeviceSpec = std::env::var("LT_TEST_DEVICE").map_or(Ok(DeviceSpec::Cpu), |s| s.parse()).unwrap();
+    spec.open().unwrap()
+}
+
+fn batch(shape: (usize, usize, usize), n: usize, dev: &Device) -> (Tensor, Tensor) {
     let count = n * shape.0 * shape.1 * shape.2;
     let x: Vec<f32> = (0..count).map(|i| (0.37 * i as f64 + 0.1).sin() as f32).collect();
     let y: Vec<u32> = (0..n as u32).map(|j| (j * 7 + 3) % 10).collect();
-    (
-        Tensor::from_vec(x, (n, shape.0, shape.1, shape.2), &Device::Cpu).unwrap(),
-        Tensor::from_vec(y, n, &Device::Cpu).unwrap(),
-    )
+    (Tensor::from_vec(x, (n, shape.0, shape.1, shape.2), dev).unwrap(), Tensor::from_vec(y, n, dev).unwrap())
 }
 
 fn relative(a: &[f64], b: &[f64]) -> f64 {
@@ -50,10 +56,11 @@ fn relative(a: &[f64], b: &[f64]) -> f64 {
 fn check(fixture: &str, model_name: &str, input: InputSpec, n: usize, optimizer: OptimizerConfig, lr: f64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
     let expected: HashMap<String, Tensor> = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    let model = Model::new(model_name, input, 0, InitConfig::default(), &Device::Cpu).unwrap();
+    let dev = device();
+    let model = Model::new(model_name, input, 0, InitConfig::default(), &dev).unwrap();
     let params = model.parameters();
     let mut opt = Optimizer::new(optimizer).unwrap();
-    let (x, y) = batch((input.channels, input.height, input.width), n);
+    let (x, y) = batch((input.channels, input.height, input.width), n, &dev);
     let mut worst = (0.0f64, String::new());
     let mut worst_first = 0.0f64;
     for step in 1..=10 {
@@ -90,8 +97,10 @@ fn check(fixture: &str, model_name: &str, input: InputSpec, n: usize, optimizer:
         }
     }
     eprintln!(
-        "{model_name}: worst relative error after step 1: {worst_first:.2e}; worst error/bound: {:.2} ({})",
-        worst.0, worst.1
+        "{model_name} on {:?}: worst relative error after step 1: {worst_first:.2e}; worst error/bound: {:.2} ({})",
+        dev.location(),
+        worst.0,
+        worst.1
     );
     assert!(worst.0 <= 1.0, "{model_name}: {:.1}x over the bound at {}", worst.0, worst.1);
 }

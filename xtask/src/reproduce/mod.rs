@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
+use candle_core::Device;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lt_data::Locations;
@@ -26,6 +27,7 @@ use lt_lottery::{Branch, Context, Data, Event, Exec, Lottery};
 
 use figures::{CSV_HEADER, DEFINITIONS, Figure, Results, Row, Task, TaskResult};
 use lt_slurm::{Executor, SlurmArgs};
+use lt_train::DeviceSpec;
 use setup::{Scale, Setup};
 
 /// Regenerate a figure of "Stabilizing the Lottery Ticket Hypothesis".
@@ -76,8 +78,16 @@ struct Args {
     /// job runs.
     #[arg(long)]
     task: Option<usize>,
+    /// Where to train: cpu, or cuda / cuda:N (an NVIDIA GPU, in a build with `--features cuda`).
+    /// Not a hyperparameter: the store's runs are the same whichever device trains them.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceSpec,
     #[command(flatten)]
     slurm: SlurmArgs,
+}
+
+fn parse_device(text: &str) -> Result<DeviceSpec, String> {
+    text.parse().map_err(|e: lt_train::Error| e.to_string())
 }
 
 impl Args {
@@ -105,6 +115,7 @@ impl Args {
         opt("--replicates", self.replicates.map(|n| n.to_string()));
         opt("--rewind", self.rewind.as_ref().map(|ks| ks.iter().map(u64::to_string).collect::<Vec<_>>().join(",")));
         opt("--levels", self.levels.map(|n| n.to_string()));
+        opt("--device", self.device.is_cuda().then(|| self.device.to_string()));
         Ok(c)
     }
 }
@@ -310,7 +321,10 @@ pub fn run(raw: &[String]) -> Result<()> {
         let s = t.train();
         datas.iter().find(|(d, n, _)| d == &s.dataset && n == &s.train_examples).map(|(_, _, d)| d).context("data")
     };
-    let exec = exec_for(&tasks);
+    // A submission only plans: the GPU is where the jobs run, and the estimate is this CPU's.
+    let submitting = args.slurm.executor == Executor::Slurm && args.task.is_none();
+    let device = if submitting || args.status { Device::Cpu } else { args.device.open()? };
+    let exec = exec_for(&tasks, &device);
     if let Some(n) = args.task {
         let task = tasks
             .get(n.wrapping_sub(1))
@@ -349,7 +363,7 @@ pub fn run(raw: &[String]) -> Result<()> {
     for p in &fig.panels {
         let spec = p.lottery(0, 0);
         let data = datas.iter().find(|(d, _, _)| d == &p.dataset).map(|(_, _, d)| d).context("data")?;
-        seconds_per_iteration.insert(p.preset.name, measure_step(&spec, data)?);
+        seconds_per_iteration.insert(p.preset.name, measure_step(&spec, data, &device)?);
     }
     let total_todo: u64 = todo.iter().map(|(_, n)| n).sum();
     // Training and evaluation, plus 15% for checkpoints and everything else.
@@ -369,8 +383,9 @@ pub fn run(raw: &[String]) -> Result<()> {
         println!("  [{:>3}] {:<60} {:>9} iterations to train", i + 1, describe(t), todo[i].1);
     }
     println!(
-        "{total_todo} iterations to train; estimated {} here (measured step times: {})",
+        "{total_todo} iterations to train; estimated {} here{} (measured step times: {})",
         human(estimate),
+        if device.is_cuda() { format!(" on {}", args.device) } else { String::new() },
         seconds_per_iteration.iter().map(|(k, v)| format!("{k} {:.0} ms", v * 1e3)).collect::<Vec<_>>().join(", ")
     );
     if args.dry_run {
@@ -460,9 +475,9 @@ fn run_shown(
 
 /// How the tasks run: one evaluation per job (at its end: evaluating a CIFAR network on 10,000
 /// test images costs as much as many training steps), checkpoints every tenth of a job.
-fn exec_for(tasks: &[Task]) -> Exec {
+fn exec_for(tasks: &[Task], device: &Device) -> Exec {
     let longest = tasks.iter().map(|t| t.train().iterations).max().unwrap_or(1);
-    Exec { eval_every: u64::MAX, checkpoint_every: (longest / 10).max(1), ..Exec::default() }
+    Exec { eval_every: u64::MAX, checkpoint_every: (longest / 10).max(1), device: device.clone() }
 }
 
 /// The tasks (indices) that task `i` needs done first: its lottery run for a branch, a stability
@@ -628,18 +643,18 @@ fn run_task(task: &Task, store: &Path, ctx: &mut Context) -> Result<TaskResult> 
 }
 
 /// Seconds per training iteration of `spec`'s network on `data` (median of 3 after one warm-up).
-fn measure_step(spec: &lt_lottery::LotterySpec, data: &Data) -> Result<f64> {
-    let dev = candle_core::Device::Cpu;
-    let model = lt_models::Model::new(&spec.train.model, data.input, 0, Default::default(), &dev)?;
+fn measure_step(spec: &lt_lottery::LotterySpec, data: &Data, dev: &Device) -> Result<f64> {
+    let model = lt_models::Model::new(&spec.train.model, data.input, 0, Default::default(), dev)?;
     let params = model.parameters();
     let mut opt = lt_train::Optimizer::new(spec.train.optimizer)?;
-    let mut loader = lt_data::Loader::new(data.train.clone(), 0, spec.train.batch_size, &dev)?;
+    let mut loader = lt_data::Loader::new(data.train.clone(), 0, spec.train.batch_size, dev)?;
     let mut times = Vec::new();
     for t in 0..4 {
         let start = Instant::now();
         let batch = loader.batch(t)?;
         let loss = candle_nn::loss::cross_entropy(&model.forward_t(&batch.images, true)?, &batch.labels)?;
         opt.step(&params, &loss.backward()?, 1e-9, &lt_train::Masks::new())?;
+        dev.synchronize()?;
         if t > 0 {
             times.push(start.elapsed().as_secs_f64());
         }
