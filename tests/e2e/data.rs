@@ -111,21 +111,27 @@ fn fetch_refuses_a_corrupted_file_by_its_size_and_checksum() {
     assert!(!data.join("mnist/train-images-idx3-ubyte.gz").exists());
 }
 
-#[test]
-fn pack_imagenet_then_read_it_back() {
-    let sb = Sandbox::new();
-    let src = sb.path().join("tree");
-    for (split, n) in [("train", 2), ("val", 1)] {
-        for wnid in ["n01440764", "n01443537", "n01484850"] {
+/// A miniature ImageNet tree: three classes, `n` JPEGs of each per split (train, val).
+fn write_mini_imagenet(src: &std::path::Path, train: u32, val: u32) {
+    for (split, n) in [("train", train), ("val", val)] {
+        for (c, wnid) in ["n01440764", "n01443537", "n01484850"].iter().enumerate() {
             let dir = src.join(split).join(wnid);
             std::fs::create_dir_all(&dir).unwrap();
             for i in 0..n {
-                image::RgbImage::from_pixel(50, 40 + i, image::Rgb([10, 20, 30]))
+                let shade = (40 * c as u32 + 7 * i) as u8;
+                image::RgbImage::from_fn(50, 40 + i, |x, y| image::Rgb([shade, (x * 5) as u8, (y * 6) as u8]))
                     .save(dir.join(format!("{i}.JPEG")))
                     .unwrap();
             }
         }
     }
+}
+
+#[test]
+fn pack_imagenet_then_read_it_back() {
+    let sb = Sandbox::new();
+    let src = sb.path().join("tree");
+    write_mini_imagenet(&src, 2, 1);
     let out = sb.path().join("data/imagenet");
     let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), out.to_str().unwrap(), "--short-side", "32"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -388,4 +394,59 @@ fn a_cifar_batch_that_is_not_whole_records_is_refused() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("data_batch_3.bin") && err.contains("3073"), "{err}");
     assert!(!run.join("final.safetensors").exists());
+}
+
+/// The ImageNet presets train on a packed tree: one IMP level with rewinding of SqueezeNet (the
+/// paper's schedule in epochs, here of 2 iterations each), and a step of ResNet-50 and of
+/// Inception-v3 (RMSProp) at their own input sizes.
+#[test]
+fn the_imagenet_presets_train_on_a_packed_tree() {
+    let sb = Sandbox::new();
+    let src = sb.path().join("tree");
+    write_mini_imagenet(&src, 4, 1);
+    let out = sb.path().join("data/imagenet");
+    let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), out.to_str().unwrap(), "--short-side", "32"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let data = sb.path().join("data");
+    let data = data.to_str().unwrap();
+    let store = sb.path().join("store");
+    let o = sb.lt(&[
+        "--data-dir",
+        data,
+        "lottery",
+        "--preset",
+        "squeezenet",
+        "--batch",
+        "6",
+        "--iters",
+        "2it",
+        "--rewind",
+        "1it",
+        "--levels",
+        "1",
+        "--out",
+        store.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("rewind to k = 1"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.trim_start().starts_with(['0', '1']) && l.contains('%')).count(), 2, "{text}");
+    for preset in ["resnet50", "inception-v3"] {
+        let run = sb.path().join(preset);
+        let o = sb.lt(&[
+            "--data-dir",
+            data,
+            "train",
+            "--preset",
+            preset,
+            "--batch",
+            "2",
+            "--iters",
+            "1it",
+            "--out",
+            run.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{preset}: {}", stderr(&o));
+        assert!(stdout(&o).contains("done: 1 iterations"), "{preset}: {}", stdout(&o));
+    }
 }

@@ -159,9 +159,9 @@ impl RunArgs {
         let device = if mode == Mode::Plan { candle_core::Device::Cpu } else { self.device.open()? };
         let dataset = self.dataset.as_deref().unwrap_or(preset.dataset);
         let data = Data::open(dataset, self.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
-        let mut train = TrainSpec::from_preset(preset, Some(dataset), self.replicate, 1);
         let batch = self.batch.unwrap_or(preset.batch_size);
         let per_epoch = data.iterations_per_epoch(batch)?;
+        let mut train = TrainSpec::from_preset(preset, Some(dataset), self.replicate, per_epoch);
         train.batch_size = batch;
         train.iterations = self.iters.unwrap_or(preset.iterations).iterations(per_epoch);
         train.train_examples = self.train_examples;

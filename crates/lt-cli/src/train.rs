@@ -64,7 +64,7 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
     let batch_size = args.batch.unwrap_or(preset.batch_size);
     let per_epoch = data.iterations_per_epoch(batch_size)?;
     let iterations = args.iters.unwrap_or(preset.iterations).iterations(per_epoch);
-    let mut schedule = preset.schedule();
+    let mut schedule = preset.schedule(per_epoch);
     if let Some(lr) = args.lr {
         schedule.lr = lr;
     }

@@ -52,7 +52,7 @@ impl TrainSpec {
             iterations: preset.iterations.iterations(per_epoch),
             batch_size: preset.batch_size,
             optimizer: preset.optimizer,
-            schedule: preset.schedule(),
+            schedule: preset.schedule(per_epoch),
             seed: replicate,
             data_order_seed: replicate,
         }

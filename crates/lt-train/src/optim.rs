@@ -3,6 +3,9 @@
 //! SGD (`torch.optim.SGD`, dampening 0, no Nesterov): `g = ∇ + λw`, `b = g` on the first step and
 //! `b = μb + g` after, `w -= lr·b`. Adam (`torch.optim.Adam`, L2 weight decay): `g = ∇ + λw`,
 //! `m = β1·m + (1-β1)·g`, `v = β2·v + (1-β2)·g²`, `w -= lr/(1-β1^t) · m / (√v/√(1-β2^t) + ε)`.
+//! RMSProp as TensorFlow's `RMSPropOptimizer`, which the paper's Inception-v3 reference used (the
+//! square average starts at 1, ε is inside the root, the momentum buffer holds the rate):
+//! `g = ∇ + λw`, `s = ρs + (1-ρ)g²`, `b = μb + lr·g/√(s + ε)`, `w -= b`.
 //! With a mask, `g` is multiplied by it before anything else. A pruned weight that is zero before the
 //! step (the trainer zeroes pruned weights once, when a run starts) then stays exactly zero: its
 //! gradient and weight decay are 0, so SGD's buffer and Adam's moments stay 0 and the update is
@@ -40,6 +43,18 @@ pub enum OptimizerConfig {
         /// Weight decay λ (L2, added to the gradient).
         weight_decay: f64,
     },
+    /// RMSProp with momentum, TensorFlow's rule (module doc).
+    #[serde(rename = "rmsprop")]
+    RmsProp {
+        /// Decay ρ of the square average.
+        decay: f64,
+        /// Momentum μ.
+        momentum: f64,
+        /// ε, inside the square root.
+        eps: f64,
+        /// Weight decay λ (L2, added to the gradient).
+        weight_decay: f64,
+    },
 }
 
 impl OptimizerConfig {
@@ -54,6 +69,9 @@ impl OptimizerConfig {
             OptimizerConfig::Sgd { momentum, weight_decay } => (0.0..1.0).contains(&momentum) && weight_decay >= 0.0,
             OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
                 (0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0 && weight_decay >= 0.0
+            }
+            OptimizerConfig::RmsProp { decay, momentum, eps, weight_decay } => {
+                (0.0..1.0).contains(&decay) && (0.0..1.0).contains(&momentum) && eps > 0.0 && weight_decay >= 0.0
             }
         };
         if ok { Ok(()) } else { Err(Error::Config(format!("invalid optimizer hyperparameters {self:?}"))) }
@@ -104,7 +122,9 @@ impl Optimizer {
             let Some(grad) = grads.get(var.as_tensor()) else { continue };
             let w = var.as_tensor();
             let mask = masks.get(name);
-            let new_w = if lt_kernels::fused_available(w) && !self.composed_only {
+            // RMSProp has no fused kernel: candle's ops everywhere (Inception-v3 trains on GPUs).
+            let fused = !matches!(self.config, OptimizerConfig::RmsProp { .. });
+            let new_w = if fused && lt_kernels::fused_available(w) && !self.composed_only {
                 self.fused(name, w, grad, mask, lr, t)?
             } else {
                 self.composed(name, w, grad, mask, lr, t)?
@@ -154,6 +174,7 @@ impl Optimizer {
                 self.state.insert(name.to_string(), vec![m, v]);
                 new_w
             }
+            OptimizerConfig::RmsProp { .. } => return self.composed(name, w, grad, mask, lr, t),
         })
     }
 
@@ -201,6 +222,25 @@ impl Optimizer {
                 self.state.insert(name.to_string(), vec![m, v]);
                 new_w
             }
+            OptimizerConfig::RmsProp { decay, momentum, eps, weight_decay } => {
+                if weight_decay != 0.0 {
+                    g = (g + (w * weight_decay)?)?;
+                }
+                let sq = (g.sqr()? * (1.0 - decay))?;
+                let (s, b) = match self.state.get(name) {
+                    Some(state) => (((&state[0] * decay)? + sq)?, Some(&state[1])),
+                    // TensorFlow starts the square average at 1.
+                    None => ((sq + decay)?, None),
+                };
+                let step = ((&g / (&s + eps)?.sqrt()?)? * lr)?;
+                let b = match b {
+                    Some(b) if momentum != 0.0 => ((b * momentum)? + step)?,
+                    _ => step,
+                };
+                let new_w = (w - &b)?;
+                self.state.insert(name.to_string(), vec![s, b]);
+                new_w
+            }
         })
     }
 
@@ -223,7 +263,7 @@ impl Optimizer {
         }
         let slots = match self.config {
             OptimizerConfig::Sgd { .. } => 1,
-            OptimizerConfig::Adam { .. } => 2,
+            OptimizerConfig::Adam { .. } | OptimizerConfig::RmsProp { .. } => 2,
         };
         self.state = state
             .into_iter()
@@ -287,5 +327,41 @@ mod tests {
             assert!(worst < 1e-6, "{config:?}: {worst}");
             assert!(fused.iter().zip(&mask).all(|(w, m)| *m == 1.0 || *w == 0.0), "a pruned weight moved");
         }
+    }
+
+    /// RMSProp against TensorFlow's rule written out in f64, with a mask, weight decay and momentum
+    /// over three steps; pruned weights stay zero.
+    #[test]
+    fn rmsprop_follows_tensorflows_rule() {
+        let (decay, momentum, eps, wd, lr) = (0.9, 0.9, 1.0, 1e-3, 0.05);
+        let config = OptimizerConfig::RmsProp { decay, momentum, eps, weight_decay: wd };
+        let dev = Device::Cpu;
+        let n = 1001;
+        let mask: Vec<f32> = values(n, 2).iter().map(|v| f32::from(*v > -0.3)).collect();
+        let w0: Vec<f32> = values(n, 1).iter().zip(&mask).map(|(w, m)| w * m).collect();
+        let var = Var::from_vec(w0.clone(), n, &dev).unwrap();
+        let params = vec![("w".to_string(), var.clone())];
+        let masks = Masks::from([("w".to_string(), Tensor::from_vec(mask.clone(), n, &dev).unwrap())]);
+        let mut opt = Optimizer::new(config).unwrap();
+        let (mut w, mut sq, mut buf): (Vec<f64>, Vec<f64>, Vec<f64>) =
+            (w0.iter().map(|v| *v as f64).collect(), vec![1.0; n], vec![0.0; n]);
+        for step in 0..3u64 {
+            let target = values(n, 10 + step);
+            let t = Tensor::from_vec(target.clone(), n, &dev).unwrap();
+            let loss = (var.as_tensor() - &t).unwrap().sqr().unwrap().sum_all().unwrap();
+            opt.step(&params, &loss.backward().unwrap(), lr, &masks).unwrap();
+            for i in 0..n {
+                let g = 2.0 * (w[i] - target[i] as f64) * mask[i] as f64 + wd * w[i];
+                sq[i] = decay * sq[i] + (1.0 - decay) * g * g;
+                buf[i] = momentum * buf[i] + lr * g / (sq[i] + eps).sqrt();
+                w[i] -= buf[i];
+            }
+        }
+        let ours = var.as_tensor().to_vec1::<f32>().unwrap();
+        let worst = ours.iter().zip(&w).map(|(a, b)| (*a as f64 - b).abs()).fold(0f64, f64::max);
+        assert!(worst < 1e-5, "{worst}");
+        assert!(ours.iter().zip(&mask).all(|(w, m)| *m == 1.0 || *w == 0.0), "a pruned weight moved");
+        assert!(config.validate().is_ok());
+        assert!(OptimizerConfig::RmsProp { decay: 1.0, momentum, eps, weight_decay: wd }.validate().is_err());
     }
 }
