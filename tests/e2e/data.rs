@@ -429,7 +429,7 @@ fn the_imagenet_presets_train_on_a_packed_tree() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.contains("rewind to k = 1"), "{text}");
+    assert!(text.contains("rewind to k = 1") && text.contains("top-5"), "{text}");
     assert_eq!(text.lines().filter(|l| l.trim_start().starts_with(['0', '1']) && l.contains('%')).count(), 2, "{text}");
     for preset in ["resnet50", "inception-v3"] {
         let run = sb.path().join(preset);
@@ -448,5 +448,7 @@ fn the_imagenet_presets_train_on_a_packed_tree() {
         ]);
         assert!(o.status.success(), "{preset}: {}", stderr(&o));
         assert!(stdout(&o).contains("done: 1 iterations"), "{preset}: {}", stdout(&o));
+        // 3 images of 3 classes, 1,000 outputs: the top-5 is reported beside the top-1.
+        assert!(stdout(&o).contains("(top-5 "), "{preset}: {}", stdout(&o));
     }
 }

@@ -186,9 +186,11 @@ pub fn lottery(args: LotteryArgs, loc: &Locations) -> Result<ExitCode> {
     })
     .with_context(|| format!("lottery run in {}", o.run.dir().display()))?;
     let mut out = std::io::stdout();
-    writeln!(out, "level  weights left  test accuracy")?;
+    let top5 = outcomes.iter().any(|o| o.top5.is_some());
+    writeln!(out, "level  weights left  test accuracy{}", if top5 { "  top-5" } else { "" })?;
     for (level, o) in outcomes.iter().enumerate() {
-        writeln!(out, "{level:>5}  {:>11.2}%  {:>12.2}%", 100.0 * o.density, 100.0 * o.accuracy)?;
+        let t5 = o.top5.map_or(String::new(), |t| format!("  {:>5.2}%", 100.0 * t));
+        writeln!(out, "{level:>5}  {:>11.2}%  {:>12.2}%{t5}", 100.0 * o.density, 100.0 * o.accuracy)?;
     }
     Ok(ExitCode::SUCCESS)
 }

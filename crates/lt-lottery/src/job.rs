@@ -63,6 +63,9 @@ pub struct Outcome {
     pub iterations: u64,
     /// Test accuracy in [0, 1].
     pub accuracy: f64,
+    /// Test top-5 accuracy in [0, 1], for datasets of more than 10 classes (ImageNet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top5: Option<f64>,
     /// Test loss.
     pub loss: f64,
     /// Fraction of the prunable weights that survive.
@@ -272,6 +275,7 @@ pub fn run(spec: &TrainSpec, job: &Job, ctx: &mut Context) -> Result<Outcome, Er
     let outcome = Outcome {
         iterations: summary.iterations,
         accuracy: evaluation.accuracy,
+        top5: (ctx.data.input.classes > 10).then_some(evaluation.top5),
         loss: evaluation.loss,
         density: job.mask.as_ref().map_or(1.0, Mask::density),
         wall_s: started.elapsed().as_secs_f64(),
@@ -294,6 +298,7 @@ mod tests {
         let o = Outcome {
             iterations: 40,
             accuracy: 0.7525,
+            top5: None,
             loss: 0.6838774815201759,
             density: 0.8003756574004508,
             wall_s: 7.503230077,

@@ -92,6 +92,9 @@ pub struct Record {
     pub test_loss: Option<f64>,
     /// Test accuracy in [0, 1].
     pub test_accuracy: Option<f64>,
+    /// Test top-5 accuracy in [0, 1] (written for datasets of more than 10 classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_top5: Option<f64>,
     /// Seconds of training so far in this process.
     pub elapsed_s: f64,
 }
@@ -120,8 +123,11 @@ pub enum Progress {
 pub struct Evaluation {
     /// Mean cross-entropy.
     pub loss: f64,
-    /// Fraction correct.
+    /// Fraction correct (top-1).
     pub accuracy: f64,
+    /// Fraction whose label is among the 5 highest logits (ImageNet's top-5; a tie with the
+    /// label's logit counts against it). 1 with 5 classes or fewer.
+    pub top5: f64,
 }
 
 /// What a finished run reports.
@@ -149,7 +155,7 @@ pub fn evaluate_first(
     batch_size: usize,
     device: &Device,
 ) -> Result<Evaluation, Error> {
-    let (mut loss, mut correct, mut n) = (0f64, 0u64, 0usize);
+    let (mut loss, mut correct, mut top5, mut n) = (0f64, 0u64, 0u64, 0usize);
     for batch in split.eval_batches(batch_size, device)? {
         if n >= limit {
             break;
@@ -165,9 +171,19 @@ pub fn evaluate_first(
         loss += candle_nn::loss::cross_entropy(&logits, &labels)?.to_scalar::<f32>()? as f64 * keep as f64;
         let predicted = logits.argmax(D::Minus1)?;
         correct += predicted.eq(&labels)?.to_dtype(candle_core::DType::U32)?.sum_all()?.to_scalar::<u32>()? as u64;
+        top5 += top_k_hits(&logits, &labels, 5)?;
         n += keep;
     }
-    Ok(Evaluation { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64 })
+    let of = |count: u64| count as f64 / n.max(1) as f64;
+    Ok(Evaluation { loss: loss / n.max(1) as f64, accuracy: of(correct), top5: of(top5) })
+}
+
+/// How many rows of `logits` (N, classes) have fewer than `k` logits above their label's (a tie
+/// with the label's logit counts against it).
+fn top_k_hits(logits: &Tensor, labels: &Tensor, k: u32) -> candle_core::Result<u64> {
+    let own = logits.gather(&labels.to_dtype(candle_core::DType::U32)?.unsqueeze(1)?, 1)?;
+    let above = logits.broadcast_gt(&own)?.to_dtype(candle_core::DType::U32)?.sum(1)?;
+    Ok(above.lt(k)?.to_dtype(candle_core::DType::U32)?.sum_all()?.to_scalar::<u32>()? as u64)
 }
 
 /// A training run.
@@ -342,6 +358,7 @@ impl Trainer {
                     train_loss: loss_sum / loss_n.max(1) as f64,
                     test_loss: ev.map(|e| e.loss),
                     test_accuracy: ev.map(|e| e.accuracy),
+                    test_top5: ev.filter(|_| self.model.input().classes > 10).map(|e| e.top5),
                     elapsed_s: start.elapsed().as_secs_f64(),
                 };
                 (loss_sum, loss_n) = (0.0, 0);
@@ -391,4 +408,34 @@ fn read_metrics(path: &Path) -> Result<Vec<Record>, Error> {
 /// data-order seed (copies in a data-order stability test differ in both).
 pub(crate) fn dropout_key(data_order_seed: u64, t: u64) -> u64 {
     lt_data::derive_key(&[0x64726f70, data_order_seed, t])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn top_k_counts_labels_among_the_highest_logits() {
+        // Row 0: label 2 is the 3rd highest; row 1: label 0 is the lowest of 7; row 2: label 1
+        // ties another logit (0.4), and 5 others lie above it.
+        let logits = Tensor::new(
+            &[
+                [0.9f32, 0.1, 0.5, 0.7, 0.0, 0.2, 0.3],
+                [-1.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+                [0.5, 0.4, 0.6, 0.7, 0.8, 0.9, 0.4],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let labels = Tensor::new(&[2u32, 0, 1], &Device::Cpu).unwrap();
+        assert_eq!(top_k_hits(&logits, &labels, 1).unwrap(), 0);
+        assert_eq!(top_k_hits(&logits, &labels, 3).unwrap(), 1);
+        assert_eq!(top_k_hits(&logits, &labels, 5).unwrap(), 1);
+        assert_eq!(top_k_hits(&logits, &labels, 6).unwrap(), 2);
+        assert_eq!(top_k_hits(&logits, &labels, 7).unwrap(), 3);
+    }
 }
