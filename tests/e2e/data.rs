@@ -152,6 +152,21 @@ fn pack_imagenet_then_read_it_back() {
     assert!(stdout(&o).contains("`lt` finds it there (user cache)"), "{}", stdout(&o));
     let o = sb.lt(&["data", "info", "imagenet"]);
     assert!(o.status.success() && stdout(&o).contains("user cache"), "{}{}", stdout(&o), stderr(&o));
+    // A truncated JPEG stops a pack, naming it; with --skip-unreadable the same command resumes
+    // the pack and leaves the file out, listing it.
+    let bad = src.join("train/n01443537/1.JPEG");
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+    let again = sb.path().join("data/imagenet-2");
+    let args = ["data", "pack", "imagenet", src.to_str().unwrap(), again.to_str().unwrap(), "--shard-images", "2"];
+    let o = sb.lt(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("1.JPEG"), "{}", stderr(&o));
+    let o = sb.lt(&[&args[..], &["--skip-unreadable"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("resumed: 2 images") && text.contains("train: 5 images"), "{text}");
+    assert!(text.contains("skipped 1 unreadable file(s)") && text.contains("1.JPEG"), "{text}");
 }
 
 #[test]

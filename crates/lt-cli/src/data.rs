@@ -51,6 +51,11 @@ pub enum PackCommand {
         /// Images per shard file.
         #[arg(long, default_value_t = 5000)]
         shard_images: usize,
+        /// Leave out files that cannot be decoded (each is listed, and beside its shard in
+        /// SPLIT-NNNNN.skipped) instead of stopping at the first. An interrupted pack resumes
+        /// either way: run the same command again.
+        #[arg(long)]
+        skip_unreadable: bool,
     },
 }
 
@@ -61,18 +66,35 @@ pub fn run(cmd: DataCommand, loc: &Locations) -> Result<std::process::ExitCode> 
         DataCommand::Info { name } => info(&mut out, &name, loc)?,
         DataCommand::Verify { name } => return verify(&mut out, &name, loc),
         DataCommand::Fetch { name, mirror } => fetch(&mut out, &name, mirror, loc)?,
-        DataCommand::Pack(PackCommand::Imagenet { src, out: dest, short_side, shard_images }) => {
+        DataCommand::Pack(PackCommand::Imagenet { src, out: dest, short_side, shard_images, skip_unreadable }) => {
             let dest = dest.unwrap_or_else(|| loc.fetch_dir("imagenet"));
-            let options = lt_data::PackOptions { short_side, shard_images, ..Default::default() };
-            let bar = ProgressBar::new(0).with_style(bar_style("{pos}/{len} images")?);
+            let options = lt_data::PackOptions { short_side, shard_images, skip_unreadable, ..Default::default() };
+            let bar = ProgressBar::new(0).with_style(bar_style("{pos}/{len} images  {per_sec}")?);
             let report = lt_data::pack_imagenet(&src, &dest, &options, &|done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             })
             .with_context(|| format!("packing {} into {}", src.display(), dest.display()))?;
             bar.finish_and_clear();
+            if report.resumed > 0 {
+                writeln!(out, "resumed: {} images were packed by an earlier, interrupted run", report.resumed)?;
+            }
             for (split, n) in report.counts {
                 writeln!(out, "{split}: {n} images")?;
+            }
+            if !report.skipped.is_empty() {
+                writeln!(
+                    out,
+                    "skipped {} unreadable file(s) (listed in {}/*.skipped):",
+                    report.skipped.len(),
+                    dest.display()
+                )?;
+                for (path, why) in report.skipped.iter().take(20) {
+                    writeln!(out, "  {}: {why}", path.display())?;
+                }
+                if report.skipped.len() > 20 {
+                    writeln!(out, "  ... and {} more", report.skipped.len() - 20)?;
+                }
             }
             writeln!(out, "{} classes; packed into {}", report.classes, dest.display())?;
             writeln!(out, "{}", where_lt_finds(&dest, "imagenet", loc))?;

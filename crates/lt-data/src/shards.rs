@@ -64,11 +64,19 @@ pub struct PackOptions {
     pub shard_images: usize,
     /// Splits to pack (folders of the source tree).
     pub splits: Vec<String>,
+    /// Leave out files that cannot be decoded (each is reported, and listed beside its shard in
+    /// `SPLIT-NNNNN.skipped`) instead of stopping at the first.
+    pub skip_unreadable: bool,
 }
 
 impl Default for PackOptions {
     fn default() -> Self {
-        PackOptions { short_side: 256, shard_images: 5000, splits: vec!["train".into(), "val".into()] }
+        PackOptions {
+            short_side: 256,
+            shard_images: 5000,
+            splits: vec!["train".into(), "val".into()],
+            skip_unreadable: false,
+        }
     }
 }
 
@@ -79,12 +87,28 @@ pub struct PackReport {
     pub counts: Vec<(String, usize)>,
     /// Number of classes.
     pub classes: usize,
+    /// Files left out as undecodable, with the reason (`skip_unreadable`).
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Files whose shard an earlier, interrupted pack had already written.
+    pub resumed: usize,
 }
 
-/// Packs the tree at `src` into shards in `out`. Refuses to write into a folder that already holds
-/// a pack; every file is written under a temporary name and renamed when complete, and the index
-/// last, so an interrupted pack is never mistaken for a finished one. `progress(done, total)` is
-/// called as images are packed.
+/// What a pack in progress was started with (`pack.json`, removed when the index is written), so
+/// that running the same pack again continues it and a different one is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PackState {
+    short_side: u32,
+    shard_images: usize,
+    splits: Vec<String>,
+    files: usize,
+}
+
+/// Packs the tree at `src` into shards in `out`, decoding in parallel. Refuses to write into a
+/// folder that already holds a pack; every file is written under a temporary name and renamed when
+/// complete, and the index last, so an interrupted pack is never mistaken for a finished one.
+/// Running the same pack again resumes it: shards already complete are kept (`pack.json` records
+/// the options; a pack with other options or another file list is refused there).
+/// `progress(done, total)` is called as images are packed (resumed ones at once).
 pub fn pack_imagenet(
     src: &Path,
     out: &Path,
@@ -128,6 +152,29 @@ pub fn pack_imagenet(
         work.push((split.clone(), files));
     }
     let total: usize = work.iter().map(|(_, f)| f.len()).sum();
+    std::fs::create_dir_all(out).at(out)?;
+    let state = PackState {
+        short_side: options.short_side,
+        shard_images: options.shard_images,
+        splits: options.splits.clone(),
+        files: total,
+    };
+    let state_path = out.join("pack.json");
+    let state_json = serde_json::to_vec_pretty(&state).map_err(|e| Error::Config(e.to_string()))?;
+    if state_path.exists() {
+        let text = std::fs::read(&state_path).at(&state_path)?;
+        let earlier: Option<PackState> = serde_json::from_slice(&text).ok();
+        if earlier.as_ref() != Some(&state) {
+            return Err(Error::Format {
+                path: state_path,
+                what: "interrupted pack",
+                expected: format!("one made with these options and files: {}", String::from_utf8_lossy(&state_json)),
+                found: format!("{} (remove the folder to start over)", String::from_utf8_lossy(&text)),
+            });
+        }
+    } else {
+        crate::atomic::write(&state_path, &state_json)?;
+    }
     let done = std::sync::atomic::AtomicUsize::new(0);
     let mut index = PackIndex {
         format: INDEX_FORMAT.into(),
@@ -136,29 +183,80 @@ pub fn pack_imagenet(
         classes: classes.clone(),
         splits: Default::default(),
     };
-    std::fs::create_dir_all(out).at(out)?;
-    let mut counts = Vec::new();
+    let (mut counts, mut skipped, mut resumed) = (Vec::new(), Vec::new(), 0);
     for (split, files) in work {
-        let mut shards = Vec::new();
+        let (mut shards, mut count) = (Vec::new(), 0);
         for (n, chunk) in files.chunks(options.shard_images).enumerate() {
-            let images: Vec<(Vec<u8>, u32, u32, u32)> = chunk
+            let name = format!("{split}-{n:05}.ltshard");
+            let (path, skip_list) = (out.join(&name), out.join(format!("{split}-{n:05}.skipped")));
+            // A shard under its final name is complete (written atomically), and so is its list
+            // of skipped files, written before it.
+            if let Ok(images) = shard_count(&path) {
+                progress(done.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed) + chunk.len(), total);
+                skipped.extend(read_skipped(&skip_list)?);
+                (resumed, count) = (resumed + chunk.len(), count + images);
+                shards.push(name);
+                continue;
+            }
+            let decoded: Vec<Result<(Vec<u8>, u32, u32, u32), Error>> = chunk
                 .par_iter()
                 .map(|(path, label)| {
                     let r = decode(path, options.short_side).map(|(px, h, w)| (px, h, w, *label));
                     progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
                     r
                 })
-                .collect::<Result<_, _>>()?;
-            let name = format!("{split}-{n:05}.ltshard");
-            write_shard(&out.join(&name), &images)?;
+                .collect();
+            let (mut images, mut bad) = (Vec::with_capacity(chunk.len()), Vec::new());
+            for (r, (file, _)) in decoded.into_iter().zip(chunk) {
+                match r {
+                    Ok(image) => images.push(image),
+                    Err(e) if options.skip_unreadable => bad.push((file.clone(), e.to_string())),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !bad.is_empty() {
+                let lines: String =
+                    bad.iter().map(|(p, why)| format!("{}\t{}\n", p.display(), why.replace('\n', " "))).collect();
+                crate::atomic::write(&skip_list, lines.as_bytes())?;
+            }
+            write_shard(&path, &images)?;
+            count += images.len();
+            skipped.extend(bad);
             shards.push(name);
         }
-        counts.push((split.clone(), files.len()));
-        index.splits.insert(split, PackSplit { shards, count: files.len() });
+        counts.push((split.clone(), count));
+        index.splits.insert(split, PackSplit { shards, count });
     }
     let json = serde_json::to_vec_pretty(&index).map_err(|e| Error::Config(e.to_string()))?;
     crate::atomic::write(&index_path, &json)?;
-    Ok(PackReport { counts, classes: classes.len() })
+    std::fs::remove_file(&state_path).at(&state_path)?;
+    Ok(PackReport { counts, classes: classes.len(), skipped, resumed })
+}
+
+/// The image count in the header of a complete shard.
+fn shard_count(path: &Path) -> Result<usize, Error> {
+    use std::io::Read;
+    let mut header = [0u8; HEADER];
+    std::fs::File::open(path).at(path)?.read_exact(&mut header).at(path)?;
+    let field = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    if &header[..8] != MAGIC || field(8) != VERSION {
+        return Err(Error::Format {
+            path: path.into(),
+            what: "shard header",
+            expected: "LTSHARD1, version 1".into(),
+            found: "something else".into(),
+        });
+    }
+    Ok(field(12) as usize)
+}
+
+/// The files a shard left out (`path<TAB>reason` per line), none where it left none out.
+fn read_skipped(path: &Path) -> Result<Vec<(PathBuf, String)>, Error> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).at(path)?;
+    Ok(text.lines().filter_map(|l| l.split_once('\t')).map(|(p, why)| (PathBuf::from(p), why.to_string())).collect())
 }
 
 fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
@@ -418,6 +516,36 @@ mod tests {
         let err = pack_imagenet(&src, &out, &PackOptions::default(), &|_, _| {}).unwrap_err().to_string();
         assert!(err.contains("img_1.JPEG") && err.contains("cannot decode"), "{err}");
         assert!(!out.join("index.json").exists());
+    }
+
+    /// A pack stopped by an unreadable file resumes, keeping its complete shards, and with
+    /// `skip_unreadable` leaves the file out and says so; other options over it are refused.
+    #[test]
+    fn an_interrupted_pack_resumes_and_skips_what_it_cannot_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        tree(&src);
+        // Sorted, in shards of 2: [c0 0, c0 1] [c0 2, c1 0] [c1 1, c1 2]: the third fails.
+        let bad = src.join("train/n01443537/img_1.JPEG");
+        std::fs::write(&bad, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+        let out = dir.path().join("packed");
+        let options = PackOptions { shard_images: 2, ..PackOptions::default() };
+        assert!(pack_imagenet(&src, &out, &options, &|_, _| {}).is_err());
+        assert!(out.join("train-00001.ltshard").exists() && !out.join("index.json").exists());
+        let other = PackOptions { short_side: 128, ..options.clone() };
+        let err = pack_imagenet(&src, &out, &other, &|_, _| {}).unwrap_err().to_string();
+        assert!(err.contains("interrupted pack") && err.contains("remove the folder"), "{err}");
+        let skipping = PackOptions { skip_unreadable: true, ..options };
+        let report = pack_imagenet(&src, &out, &skipping, &|_, _| {}).unwrap();
+        assert_eq!(report.resumed, 4);
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(report.skipped[0].0, bad);
+        assert!(report.skipped[0].1.contains("cannot decode"), "{:?}", report.skipped);
+        assert_eq!(report.counts, vec![("train".to_string(), 5), ("val".to_string(), 2)]);
+        assert!(!out.join("pack.json").exists());
+        assert_eq!(ShardSource::open(&out.join("index.json"), "train", 2).unwrap().len(), 5);
+        // A finished pack is not packed over.
+        assert!(pack_imagenet(&src, &out, &skipping, &|_, _| {}).is_err());
     }
 
     #[test]
