@@ -127,14 +127,21 @@ fn write_mini_imagenet(src: &std::path::Path, train: u32, val: u32) {
     }
 }
 
-#[test]
-fn pack_imagenet_then_read_it_back() {
-    let sb = Sandbox::new();
+/// The miniature tree in `SANDBOX/tree`, packed into `SANDBOX/data/imagenet` at a shorter side of 32.
+fn pack_mini_imagenet(sb: &Sandbox, train: u32, val: u32) -> (std::path::PathBuf, std::process::Output) {
     let src = sb.path().join("tree");
-    write_mini_imagenet(&src, 2, 1);
+    write_mini_imagenet(&src, train, val);
     let out = sb.path().join("data/imagenet");
     let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), out.to_str().unwrap(), "--short-side", "32"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    (src, o)
+}
+
+#[test]
+fn pack_imagenet_then_read_it_back() {
+    let sb = Sandbox::new();
+    let (src, o) = pack_mini_imagenet(&sb, 2, 1);
+    let out = sb.path().join("data/imagenet");
     assert!(stdout(&o).contains("train: 6 images") && stdout(&o).contains("3 classes"), "{}", stdout(&o));
     let data = sb.path().join("data");
     let hint = format!("`lt` finds it with `--data-dir {}`", data.display());
@@ -417,11 +424,7 @@ fn a_cifar_batch_that_is_not_whole_records_is_refused() {
 #[test]
 fn the_imagenet_presets_train_on_a_packed_tree() {
     let sb = Sandbox::new();
-    let src = sb.path().join("tree");
-    write_mini_imagenet(&src, 4, 1);
-    let out = sb.path().join("data/imagenet");
-    let o = sb.lt(&["data", "pack", "imagenet", src.to_str().unwrap(), out.to_str().unwrap(), "--short-side", "32"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_mini_imagenet(&sb, 4, 1);
     let data = sb.path().join("data");
     let data = data.to_str().unwrap();
     let store = sb.path().join("store");
