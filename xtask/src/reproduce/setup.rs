@@ -241,7 +241,7 @@ impl Setup {
     /// T = 30,000 and 112,000, scaled; at small, a point past the dense network's measured onset
     /// of stability, where the paper's claim says rewinding works. ResNet-20 on Fashion-MNIST,
     /// T = 500: the barrier is 3.8 points at k = 0, 1.3 at 25 (k*) and 0.4 at 50 (RESULTS.md), so
-    /// k = 50. VGG-19's onset is not measured yet: 25 (8% of T) until it is.
+    /// k = 50. VGG-19, T = 300: 31.2 points at k = 0, 0.59 at 25 (one replicate), so k = 25.
     pub fn fig5_rewind(&self) -> u64 {
         if let Some(&k) = self.rewind.as_ref().and_then(|ks| ks.last()) {
             return k;
