@@ -93,6 +93,9 @@ pub struct PackReport {
     pub resumed: usize,
 }
 
+/// One decoded image as a shard stores it: CHW pixels, height, width, label.
+type Packed = (Vec<u8>, u32, u32, u32);
+
 /// What a pack in progress was started with (`pack.json`, removed when the index is written), so
 /// that running the same pack again continues it and a different one is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,7 +201,7 @@ pub fn pack_imagenet(
                 shards.push(name);
                 continue;
             }
-            let decoded: Vec<Result<(Vec<u8>, u32, u32, u32), Error>> = chunk
+            let decoded: Vec<Result<Packed, Error>> = chunk
                 .par_iter()
                 .map(|(path, label)| {
                     let r = decode(path, options.short_side).map(|(px, h, w)| (px, h, w, *label));
@@ -296,7 +299,7 @@ fn decode(path: &Path, short: u32) -> Result<(Vec<u8>, u32, u32), Error> {
     Ok((chw, nh, nw))
 }
 
-fn write_shard(path: &Path, images: &[(Vec<u8>, u32, u32, u32)]) -> Result<(), Error> {
+fn write_shard(path: &Path, images: &[Packed]) -> Result<(), Error> {
     let mut file = AtomicFile::create(path)?;
     let mut header = Vec::with_capacity(HEADER + ENTRY * images.len());
     header.extend_from_slice(MAGIC);
