@@ -448,6 +448,10 @@ fn the_imagenet_presets_train_on_a_packed_tree() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("rewind to k = 1") && text.contains("top-5"), "{text}");
+    let o = sb.lt(&["runs", "export", "--out", store.to_str().unwrap()]);
+    let csv = stdout(&o);
+    assert!(csv.lines().next().is_some_and(|h| h.ends_with(",loss,top5")), "{csv}");
+    assert!(csv.lines().nth(1).is_some_and(|l| !l.ends_with(',')), "every level has a top-5: {csv}");
     assert_eq!(text.lines().filter(|l| l.trim_start().starts_with(['0', '1']) && l.contains('%')).count(), 2, "{text}");
     for preset in ["resnet50", "inception-v3"] {
         let run = sb.path().join(preset);

@@ -378,6 +378,9 @@ struct Row {
     level: u32,
     density: f64,
     accuracy: f64,
+    /// Top-5 accuracy, for datasets of more than 10 classes (ImageNet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top5: Option<f64>,
     loss: f64,
 }
 
@@ -397,6 +400,7 @@ fn rows(run: &Lottery) -> Result<Vec<Row>> {
         level,
         density: o.density,
         accuracy: o.accuracy,
+        top5: o.top5,
         loss: o.loss,
     };
     let mut out: Vec<Row> = run.finished_levels()?.iter().map(|(l, o)| row("lottery", *l, o)).collect();
@@ -475,12 +479,12 @@ pub fn runs(cmd: RunsCommand) -> Result<ExitCode> {
                 "csv" => {
                     writeln!(
                         out,
-                        "run,preset,model,dataset,replicate,rewind,iterations,strategy,branch,level,density,accuracy,loss"
+                        "run,preset,model,dataset,replicate,rewind,iterations,strategy,branch,level,density,accuracy,loss,top5"
                     )?;
                     for r in &all {
                         writeln!(
                             out,
-                            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                             r.run,
                             r.preset,
                             r.model,
@@ -493,7 +497,8 @@ pub fn runs(cmd: RunsCommand) -> Result<ExitCode> {
                             r.level,
                             r.density,
                             r.accuracy,
-                            r.loss
+                            r.loss,
+                            r.top5.map_or(String::new(), |t| t.to_string())
                         )?;
                     }
                 }
