@@ -59,7 +59,6 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
     let data =
         lt_lottery::Data::open(dataset, args.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
     let (train, test, input) = (data.train.clone(), data.test.clone(), data.input);
-    let classes = input.classes;
     let model = Model::new(preset.model, input, args.seed, InitConfig::default(), &device)?;
 
     let batch_size = args.batch.unwrap_or(preset.batch_size);
@@ -139,7 +138,7 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
         .with_context(|| format!("training in {}", dir.display()))?;
     bar.finish_and_clear();
     if let Some(e) = summary.evaluation {
-        let top5 = if classes > 10 { format!(" (top-5 {:.2}%)", 100.0 * e.top5) } else { String::new() };
+        let top5 = e.top5.map_or(String::new(), |t| format!(" (top-5 {:.2}%)", 100.0 * t));
         writeln!(
             out,
             "done: {} iterations, test accuracy {:.2}%{top5}, test loss {:.4}",

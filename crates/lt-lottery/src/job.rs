@@ -63,7 +63,7 @@ pub struct Outcome {
     pub iterations: u64,
     /// Test accuracy in [0, 1].
     pub accuracy: f64,
-    /// Test top-5 accuracy in [0, 1], for datasets of more than 10 classes (ImageNet).
+    /// Test top-5 accuracy in [0, 1], for models of more than `lt_train::TOP5_ABOVE` classes (ImageNet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top5: Option<f64>,
     /// Test loss.
@@ -275,7 +275,7 @@ pub fn run(spec: &TrainSpec, job: &Job, ctx: &mut Context) -> Result<Outcome, Er
     let outcome = Outcome {
         iterations: summary.iterations,
         accuracy: evaluation.accuracy,
-        top5: (ctx.data.input.classes > 10).then_some(evaluation.top5),
+        top5: evaluation.top5,
         loss: evaluation.loss,
         density: job.mask.as_ref().map_or(1.0, Mask::density),
         wall_s: started.elapsed().as_secs_f64(),

@@ -30,5 +30,5 @@ pub use schedule::Schedule;
 pub use steps::Steps;
 pub use stop::{request_stop, stop_on_sigterm, stop_requested};
 pub use trainer::{
-    EVAL_BATCH, Evaluation, Masks, Progress, Record, RunConfig, Summary, Trainer, evaluate, evaluate_first,
+    EVAL_BATCH, Evaluation, Masks, Progress, Record, RunConfig, Summary, TOP5_ABOVE, Trainer, evaluate, evaluate_first,
 };

@@ -92,7 +92,7 @@ pub struct Record {
     pub test_loss: Option<f64>,
     /// Test accuracy in [0, 1].
     pub test_accuracy: Option<f64>,
-    /// Test top-5 accuracy in [0, 1] (written for datasets of more than 10 classes).
+    /// Test top-5 accuracy in [0, 1] (for models of more than [`TOP5_ABOVE`] classes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_top5: Option<f64>,
     /// Seconds of training so far in this process.
@@ -126,8 +126,8 @@ pub struct Evaluation {
     /// Fraction correct (top-1).
     pub accuracy: f64,
     /// Fraction whose label is among the 5 highest logits (ImageNet's top-5; a tie with the
-    /// label's logit counts against it). 1 with 5 classes or fewer.
-    pub top5: f64,
+    /// label's logit counts against it), for models of more than [`TOP5_ABOVE`] classes.
+    pub top5: Option<f64>,
 }
 
 /// What a finished run reports.
@@ -155,7 +155,7 @@ pub fn evaluate_first(
     batch_size: usize,
     device: &Device,
 ) -> Result<Evaluation, Error> {
-    let (mut loss, mut correct, mut top5, mut n) = (0f64, 0u64, 0u64, 0usize);
+    let (mut loss, mut correct, mut top5, mut n) = (0f64, 0u64, None::<u64>, 0usize);
     for batch in split.eval_batches(batch_size, device)? {
         if n >= limit {
             break;
@@ -171,12 +171,18 @@ pub fn evaluate_first(
         loss += candle_nn::loss::cross_entropy(&logits, &labels)?.to_scalar::<f32>()? as f64 * keep as f64;
         let predicted = logits.argmax(D::Minus1)?;
         correct += predicted.eq(&labels)?.to_dtype(candle_core::DType::U32)?.sum_all()?.to_scalar::<u32>()? as u64;
-        top5 += top_k_hits(&logits, &labels, 5)?;
+        if logits.dim(1)? > TOP5_ABOVE {
+            *top5.get_or_insert(0) += top_k_hits(&logits, &labels, 5)?;
+        }
         n += keep;
     }
     let of = |count: u64| count as f64 / n.max(1) as f64;
-    Ok(Evaluation { loss: loss / n.max(1) as f64, accuracy: of(correct), top5: of(top5) })
+    Ok(Evaluation { loss: loss / n.max(1) as f64, accuracy: of(correct), top5: top5.map(of) })
 }
+
+/// Top-5 accuracy is measured for models of more classes than this (ImageNet's, not the
+/// 10-class datasets', where it says little).
+pub const TOP5_ABOVE: usize = 10;
 
 /// How many rows of `logits` (N, classes) have fewer than `k` logits above their label's (a tie
 /// with the label's logit counts against it).
@@ -358,7 +364,7 @@ impl Trainer {
                     train_loss: loss_sum / loss_n.max(1) as f64,
                     test_loss: ev.map(|e| e.loss),
                     test_accuracy: ev.map(|e| e.accuracy),
-                    test_top5: ev.filter(|_| self.model.input().classes > 10).map(|e| e.top5),
+                    test_top5: ev.and_then(|e| e.top5),
                     elapsed_s: start.elapsed().as_secs_f64(),
                 };
                 (loss_sum, loss_n) = (0.0, 0);
