@@ -68,12 +68,8 @@ pub struct RunArgs {
 pub struct DeviceArg {
     /// Where to train: cpu, or cuda / cuda:N (an NVIDIA GPU, in a build with `--features cuda`).
     /// Not a hyperparameter: a run keeps its folder and resumes on another device.
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
-}
-
-fn parse_device(text: &str) -> Result<DeviceSpec, String> {
-    text.parse().map_err(|e: lt_train::Error| e.to_string())
 }
 
 impl DeviceArg {

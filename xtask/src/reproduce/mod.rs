@@ -80,14 +80,10 @@ struct Args {
     task: Option<usize>,
     /// Where to train: cpu, or cuda / cuda:N (an NVIDIA GPU, in a build with `--features cuda`).
     /// Not a hyperparameter: the store's runs are the same whichever device trains them.
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     #[command(flatten)]
     slurm: SlurmArgs,
-}
-
-fn parse_device(text: &str) -> Result<DeviceSpec, String> {
-    text.parse().map_err(|e: lt_train::Error| e.to_string())
 }
 
 impl Args {
