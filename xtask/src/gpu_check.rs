@@ -112,16 +112,12 @@ pub fn run_check(args: &[String]) -> Result<()> {
         }
     }
     let spec: lt_train::DeviceSpec = device.parse()?;
-    if !spec.is_cuda() {
+    let lt_train::DeviceSpec::Cuda(ordinal) = spec else {
         bail!("--device {device}: gpu-check checks a CUDA device (cuda or cuda:N)");
-    }
+    };
     let started = Instant::now();
     let mut summary = serde_json::Map::new();
     summary.insert("device".into(), json!(spec.to_string()));
-    let ordinal = match spec {
-        lt_train::DeviceSpec::Cuda(n) => n,
-        lt_train::DeviceSpec::Cpu => 0,
-    };
     let gpu = Command::new("nvidia-smi")
         .args(["--query-gpu=name,driver_version,memory.total", "--format=csv,noheader", &format!("--id={ordinal}")])
         .output()
