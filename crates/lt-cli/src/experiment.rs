@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// Use only the first N training examples (reduced-scale runs).
     #[arg(long, value_name = "N")]
     pub train_examples: Option<usize>,
+    /// Train and evaluate at N×N pixels instead of the preset's (ImageNet-style datasets: the
+    /// random crop of training, the central crop of evaluation), e.g. 64 for a quick check.
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<u32>,
     /// Evaluate (and checkpoint) every this often, e.g. 1ep (default: 10 times per job).
     #[arg(long)]
     pub eval_every: Option<Steps>,
@@ -127,6 +131,12 @@ impl ScheduleArgs {
     }
 }
 
+/// The image side a run trains at: `--image-size`, else the preset's own on the preset's dataset
+/// (Inception-v3: 299 on ImageNet), else the dataset's.
+pub fn image_size(arg: Option<u32>, preset: &Preset, dataset: &str) -> Option<u32> {
+    arg.or(preset.image_size.filter(|_| dataset == preset.dataset))
+}
+
 /// What opening a run may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -154,13 +164,16 @@ impl RunArgs {
         // device (a plan may be made where the GPU is absent).
         let device = if mode == Mode::Plan { candle_core::Device::Cpu } else { self.device.open()? };
         let dataset = self.dataset.as_deref().unwrap_or(preset.dataset);
-        let data = Data::open(dataset, self.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
+        let image_size = image_size(self.image_size, preset, dataset);
+        let data = Data::open_sized(dataset, self.train_examples, image_size, loc)
+            .with_context(|| format!("opening {dataset}"))?;
         let batch = self.batch.unwrap_or(preset.batch_size);
         let per_epoch = data.iterations_per_epoch(batch)?;
         let mut train = TrainSpec::from_preset(preset, Some(dataset), self.replicate, per_epoch);
         train.batch_size = batch;
         train.iterations = self.iters.unwrap_or(preset.iterations).iterations(per_epoch);
         train.train_examples = self.train_examples;
+        train.image_size = image_size;
         if let Some(lr) = self.lr {
             train.schedule.lr = lr;
         }

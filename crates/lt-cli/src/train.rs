@@ -44,6 +44,9 @@ pub struct TrainArgs {
     /// Use only the first N training examples (reduced-scale runs).
     #[arg(long, value_name = "N")]
     train_examples: Option<usize>,
+    /// Train and evaluate at N×N pixels instead of the preset's (ImageNet-style datasets).
+    #[arg(long, value_name = "N")]
+    image_size: Option<u32>,
     /// The run's folder (checkpoints, metrics.jsonl); an existing run there is resumed.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -56,8 +59,9 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
     let dataset = args.dataset.as_deref().unwrap_or(preset.dataset);
     let spec_device = args.device.device;
     let device = args.device.open()?;
-    let data =
-        lt_lottery::Data::open(dataset, args.train_examples, loc).with_context(|| format!("opening {dataset}"))?;
+    let image_size = crate::experiment::image_size(args.image_size, preset, dataset);
+    let data = lt_lottery::Data::open_sized(dataset, args.train_examples, image_size, loc)
+        .with_context(|| format!("opening {dataset}"))?;
     let (train, test, input) = (data.train.clone(), data.test.clone(), data.input);
     let model = Model::new(preset.model, input, args.seed, InitConfig::default(), &device)?;
 

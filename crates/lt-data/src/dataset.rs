@@ -115,6 +115,33 @@ impl Dataset {
         self.len == 0
     }
 
+    /// Trains and evaluates at `size`×`size` pixels instead of the manifest's crop: the random
+    /// crop of training becomes `size`, evaluation resizes the shorter side to `size · 8/7` (as 256
+    /// is to 224) and takes the central `size`. Only splits that crop (ImageNet-style datasets)
+    /// can; sizes under 8 pixels are refused.
+    pub fn with_image_size(mut self, size: u32) -> Result<Self, Error> {
+        if size < 8 {
+            return Err(Error::Config(format!("an image size of {size} pixels is too small (at least 8)")));
+        }
+        let name = self.manifest.name.clone();
+        let split = self
+            .manifest
+            .splits
+            .get_mut(&self.split)
+            .ok_or_else(|| Error::Config(format!("{name} has no split {:?}", self.split)))?;
+        split.augment = match split.augment {
+            Augment::RandomResizedCropFlip { .. } => Augment::RandomResizedCropFlip { size },
+            Augment::ResizeCenterCrop { .. } => Augment::ResizeCenterCrop { resize: size * 8 / 7, crop: size },
+            Augment::None | Augment::PadCropFlip { .. } => {
+                return Err(Error::Config(format!(
+                    "{name} {} has images of one size and no crop; an image size applies to ImageNet-style datasets",
+                    self.split
+                )));
+            }
+        };
+        Ok(self)
+    }
+
     /// Keeps only the first `n` examples (for reduced-scale runs); `n` larger than the split is an error.
     pub fn truncate(mut self, n: usize) -> Result<Self, Error> {
         if n == 0 || n > self.source.len() {

@@ -76,6 +76,9 @@ pub fn fetch(
     options: &FetchOptions,
     on_event: &mut dyn FnMut(FetchEvent<'_>),
 ) -> Result<(), Error> {
+    if manifest.name == crate::miniature::NAME {
+        return crate::miniature::generate(dest);
+    }
     let downloadable: Vec<&RemoteFile> = manifest.files.iter().filter(|f| !f.urls.is_empty()).collect();
     if downloadable.is_empty() {
         return Err(Error::Config(format!(

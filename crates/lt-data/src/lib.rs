@@ -32,6 +32,7 @@ mod idx;
 mod loader;
 mod locate;
 mod manifest;
+pub mod miniature;
 mod mmap;
 mod order;
 mod rng;

@@ -18,6 +18,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("fashion-mnist-sample.toml", include_str!("../../../datasets/fashion-mnist-sample.toml")),
     ("cifar10.toml", include_str!("../../../datasets/cifar10.toml")),
     ("imagenet.toml", include_str!("../../../datasets/imagenet.toml")),
+    ("imagenet-miniature.toml", include_str!("../../../datasets/imagenet-miniature.toml")),
 ];
 
 /// The on-disk format of a dataset's split files.
@@ -247,7 +248,10 @@ mod tests {
             Manifest::parse(text, file).unwrap_or_else(|e| panic!("{e}"));
         }
         let names: Vec<_> = Manifest::builtin().into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["cifar10", "fashion-mnist", "fashion-mnist-sample", "imagenet", "mnist"]);
+        assert_eq!(
+            names,
+            ["cifar10", "fashion-mnist", "fashion-mnist-sample", "imagenet", "imagenet-miniature", "mnist"]
+        );
     }
 
     #[test]

@@ -22,12 +22,32 @@ impl Data {
     /// Opens `name`'s training split (its first `train_examples` examples if given) and its
     /// evaluation split.
     pub fn open(name: &str, train_examples: Option<usize>, loc: &Locations) -> Result<Data, Error> {
+        Self::open_sized(name, train_examples, None, loc)
+    }
+
+    /// The datasets of `train`: its dataset, training examples and image size.
+    pub fn for_train(train: &crate::TrainSpec, loc: &Locations) -> Result<Data, Error> {
+        Self::open_sized(&train.dataset, train.train_examples, train.image_size, loc)
+    }
+
+    /// [`Data::open`], with both splits cropped to `image_size` pixels when given (ImageNet-style
+    /// datasets; see [`Dataset::with_image_size`]).
+    pub fn open_sized(
+        name: &str,
+        train_examples: Option<usize>,
+        image_size: Option<u32>,
+        loc: &Locations,
+    ) -> Result<Data, Error> {
         let mut train = Dataset::open(name, "train", loc)?;
         if let Some(n) = train_examples {
             train = train.truncate(n)?;
         }
         let manifest = train.manifest().clone();
-        let test = Dataset::open(name, manifest.eval_split(), loc)?;
+        let mut test = Dataset::open(name, manifest.eval_split(), loc)?;
+        if let Some(size) = image_size {
+            train = train.with_image_size(size)?;
+            test = test.with_image_size(size)?;
+        }
         let [channels, height, width] = train.input_shape(&train.train_transform()?);
         let input = InputSpec { channels, height, width, classes: manifest.num_classes() as usize };
         Ok(Data { train: Arc::new(train), test: Arc::new(test), input })

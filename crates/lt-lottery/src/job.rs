@@ -22,6 +22,8 @@ use crate::{Data, Error, TrainSpec};
 
 /// The completion marker of a job.
 pub const DONE: &str = "done.json";
+/// A job's resume checkpoint (written by `lt_train::Trainer`): a job that has it was started.
+pub(crate) const CHECKPOINT: &str = "checkpoint.safetensors";
 /// The lock file of a job (see the module's doc).
 pub const LOCK: &str = "lock";
 

@@ -4,7 +4,9 @@
 //! ROOT/lottery/<preset>-<hash>/
 //!   hparams.toml              the LotterySpec (readable; its hash names the folder)
 //!   level_0/                  the dense run from W_0: step_0 (W_0), step_k (W_k, the rewind point),
-//!                             final, metrics.jsonl, mask.safetensors (all ones), done.json
+//!                             final, metrics.jsonl, mask.safetensors (all ones), done.json;
+//!                             linked from another run with the same training when that run's
+//!                             finished level 0 holds this run's W_k (trained once, not per run)
 //!   level_L/                  mask.safetensors (pruned from level L-1's final weights), the run
 //!                             from m ⊙ W_k at iteration k to T, done.json
 //!   level_L/data_order_S/     copies of level L with data-order seed S (stability)
@@ -244,6 +246,13 @@ impl Lottery {
             )));
         }
         self.ensure_dense_mask(ctx.data, &ctx.exec.device)?;
+        if let Some(from) = self.borrow_dense_level()? {
+            let outcome = self.outcome(0)?;
+            (ctx.events)(crate::Event::Skipped {
+                label: format!("level 0 (dense), the same training as {from}"),
+                outcome,
+            });
+        }
         let mut outcomes = Vec::new();
         for level in 0..=levels {
             if level > 0 {
@@ -253,6 +262,61 @@ impl Lottery {
             outcomes.push(job::run(&self.spec.train, &job, ctx)?);
         }
         Ok(outcomes)
+    }
+
+    /// Level 0 is the dense network trained from W_0, the same for every run of the store with
+    /// this run's training setup: when it is not trained (nor started) here, and another run's
+    /// finished level 0 holds this run's W_k, its files are linked here instead of training it
+    /// again (one-shot runs at several sparsities, a run reset to 0 beside one rewound to k).
+    /// Returns the other run's folder name when it did.
+    fn borrow_dense_level(&self) -> Result<Option<String>, Error> {
+        let here = self.level_dir(0);
+        if job::outcome(&here)?.is_some() || here.join(job::CHECKPOINT).is_file() {
+            return Ok(None);
+        }
+        let Some(store) = self.dir.parent() else { return Ok(None) };
+        let Ok(entries) = std::fs::read_dir(store) else { return Ok(None) };
+        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        dirs.sort();
+        let wanted = format!("step_{}.safetensors", self.spec.rewind);
+        for dir in dirs.iter().filter(|d| **d != self.dir) {
+            let Ok(other) = Lottery::open(dir) else { continue };
+            let same_tensors = other.spec.prune.output_fraction.is_some() == self.spec.prune.output_fraction.is_some();
+            let level0 = other.level_dir(0);
+            if other.spec.train != self.spec.train
+                || !same_tensors
+                || !level0.join(&wanted).is_file()
+                || job::outcome(&level0)?.is_none()
+            {
+                continue;
+            }
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&level0)
+                .map_err(Error::io(&level0))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    p.is_file()
+                        && (name == "final.safetensors"
+                            || name == "metrics.jsonl"
+                            || (name.starts_with("step_") && name.ends_with(".safetensors")))
+                })
+                .collect();
+            // The completion marker last: the level is done only once everything else is here.
+            files.push(level0.join(job::DONE));
+            for file in files {
+                let to = here.join(file.file_name().unwrap_or_default());
+                if to.exists() {
+                    continue;
+                }
+                if std::fs::hard_link(&file, &to).is_err() {
+                    let tmp = to.with_extension("borrowing");
+                    std::fs::copy(&file, &tmp).map_err(Error::io(&file))?;
+                    std::fs::rename(&tmp, &to).map_err(Error::io(&to))?;
+                }
+            }
+            return Ok(Some(other.spec.id()));
+        }
+        Ok(None)
     }
 
     /// Writes level `level`'s mask, pruned from level `level - 1`'s final weights, unless it exists.

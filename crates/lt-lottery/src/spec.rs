@@ -26,6 +26,10 @@ pub struct TrainSpec {
     /// Only the first N training examples (reduced-scale runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_examples: Option<usize>,
+    /// Train and evaluate at this image side instead of the dataset's (ImageNet-style datasets:
+    /// the random crop of training and the central crop of evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u32>,
     /// Training length T in iterations.
     pub iterations: u64,
     /// Examples per batch.
@@ -49,6 +53,7 @@ impl TrainSpec {
             model: preset.model.into(),
             dataset: dataset.unwrap_or(preset.dataset).into(),
             train_examples: None,
+            image_size: preset.image_size,
             iterations: preset.iterations.iterations(per_epoch),
             batch_size: preset.batch_size,
             optimizer: preset.optimizer,

@@ -206,3 +206,39 @@ fn dense_instability_takes_w_k_from_a_short_trajectory_and_reuses_every_copy() {
     assert_eq!(runs.remaining(&ks).unwrap(), 0);
     assert!(runs.measure(&[40], &probe, &mut Context { data: &data, exec: &exec, events: &mut quiet() }).is_err());
 }
+
+/// Runs with the same training share level 0: a one-shot run and a run reset to 0 borrow the
+/// finished dense level of a run rewound to k (which holds W_0 and W_k) instead of training it;
+/// a run rewound to another k cannot (W_k is not there) and trains its own.
+#[test]
+fn runs_with_the_same_training_borrow_a_finished_dense_level() {
+    let store = tempfile::tempdir().unwrap();
+    let data = data();
+    let exec = Exec::default();
+    let mut events = quiet();
+    let first = Lottery::create(store.path(), spec(10)).unwrap();
+    let dense = first.run(0, &mut Context { data: &data, exec: &exec, events: &mut events }).unwrap()[0].clone();
+    let mut one_shot = spec(10);
+    one_shot.prune.one_shot = Some(0.3);
+    for (other, borrows) in [(one_shot, true), (spec(0), true), (spec(20), false)] {
+        let run = Lottery::create(store.path(), other).unwrap();
+        let mut labels = Vec::new();
+        let mut events = |e: Event| {
+            if let Event::Skipped { label, .. } | Event::Started { label, .. } = e {
+                labels.push(label);
+            }
+        };
+        let outcomes = run.run(1, &mut Context { data: &data, exec: &exec, events: &mut events }).unwrap();
+        let borrowed = labels.iter().any(|l| l.contains("the same training as lenet-"));
+        assert_eq!(borrowed, borrows, "{labels:?}");
+        if borrows {
+            assert_eq!(outcomes[0], dense);
+            let wk = run.rewind_checkpoint();
+            let theirs = first.level_dir(0).join(wk.file_name().unwrap());
+            assert!(std::fs::read(&wk).unwrap() == std::fs::read(theirs).unwrap(), "W_k differs");
+        } else {
+            assert!(labels.iter().any(|l| l.starts_with("level 0")), "{labels:?}");
+        }
+        assert!(run.outcome(1).is_ok());
+    }
+}

@@ -28,6 +28,8 @@ pub struct Preset {
     pub gamma: f64,
     /// Linear warmup length.
     pub warmup: Steps,
+    /// The image side it trains at when not the dataset's (Inception-v3: 299 on ImageNet's 224).
+    pub image_size: Option<u32>,
 }
 
 const SGD: OptimizerConfig = OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 1e-4 };
@@ -64,6 +66,7 @@ const fn resnet(name: &'static str, lr: f64, warmup: u64) -> Preset {
         milestones: &[Steps::Iterations(20_000), Steps::Iterations(25_000)],
         gamma: 0.1,
         warmup: it(warmup),
+        image_size: None,
     }
 }
 
@@ -79,6 +82,7 @@ const fn vgg(name: &'static str, lr: f64, warmup: u64) -> Preset {
         milestones: &[Steps::Iterations(56_000), Steps::Iterations(84_000)],
         gamma: 0.1,
         warmup: it(warmup),
+        image_size: None,
     }
 }
 
@@ -95,6 +99,7 @@ pub const PRESETS: &[Preset] = &[
         milestones: &[],
         gamma: 0.1,
         warmup: it(0),
+        image_size: None,
     },
     resnet("resnet18-standard", 0.1, 0),
     resnet("resnet18-low", 0.01, 0),
@@ -114,6 +119,7 @@ pub const PRESETS: &[Preset] = &[
         milestones: &[ep(30), ep(60), ep(80)],
         gamma: 0.1,
         warmup: ep(5),
+        image_size: None,
     },
     // Inception-v3: 171 epochs with RMSProp are the paper's; the rate (0.165 at batch 1024, ×0.94
     // every 3 epochs) and RMSProp's constants are the TPU reference's as this project knows them.
@@ -128,6 +134,7 @@ pub const PRESETS: &[Preset] = &[
         milestones: &INCEPTION_DROPS,
         gamma: 0.94,
         warmup: ep(0),
+        image_size: Some(299),
     },
     // SqueezeNet 1.1: 150 epochs with momentum are the paper's; the rate and its drops (0.04 at
     // batch 1024, ÷10 at 50, 100 and 130 epochs) are this project's choice, the paper names none.
@@ -142,6 +149,7 @@ pub const PRESETS: &[Preset] = &[
         milestones: &[ep(50), ep(100), ep(130)],
         gamma: 0.1,
         warmup: ep(0),
+        image_size: None,
     },
 ];
 
