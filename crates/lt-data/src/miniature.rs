@@ -56,7 +56,7 @@ fn image_of(c: u32, i: u32, w: u32, h: u32) -> image::RgbImage {
     let hue = [(220, 60, 40), (40, 200, 60), (50, 70, 220), (210, 200, 40), (200, 50, 200), (40, 200, 210)];
     let (r, g, b) = hue[(c as usize) % hue.len()];
     let period = 6.0 + 3.0 * (c / 2) as f32;
-    let angle = if c % 2 == 0 { 0.0f32 } else { std::f32::consts::FRAC_PI_2 } + 0.1 * (i % 5) as f32;
+    let angle = if c.is_multiple_of(2) { 0.0f32 } else { std::f32::consts::FRAC_PI_2 } + 0.1 * (i % 5) as f32;
     let (ca, sa) = (angle.cos(), angle.sin());
     image::RgbImage::from_fn(w, h, |x, y| {
         let t = (x as f32 * ca + y as f32 * sa + i as f32) * std::f32::consts::TAU / period;
