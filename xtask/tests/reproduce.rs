@@ -171,9 +171,25 @@ fn instability_smoke_run_reports_barriers_and_the_onset() {
 
 #[test]
 fn unknown_figures_networks_and_help() {
-    let o = xtask(&["reproduce", "fig7"]);
+    let o = xtask(&["reproduce", "fig2"]);
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("fig7, fig8 and fig12 need ImageNet"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("unknown figure \"fig2\"") && text(&o.stderr).contains("fig12"),
+        "{}",
+        text(&o.stderr)
+    );
+    // The ImageNet figures have no small scale, and say why; their help gives GPU time at paper scale.
+    let o = xtask(&["reproduce", "fig7", "--dry-run"]);
+    assert!(!o.status.success() && text(&o.stderr).contains("no small scale"), "{}", text(&o.stderr));
+    for fig in ["fig6", "fig7", "fig8", "fig12"] {
+        let o = xtask(&["reproduce", fig, "--help"]);
+        let help = text(&o.stdout);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(help.contains("  smoke ") && help.contains("  small  not defined"), "{help}");
+        for net in ["resnet50", "inception-v3", "squeezenet"] {
+            assert!(help.lines().any(|l| l.contains(&format!("{net}: T = ")) && l.contains("GPU-hours")), "{help}");
+        }
+    }
     let o = xtask(&["reproduce", "fig5", "--only", "lenet", "--dry-run"]);
     assert!(text(&o.stderr).contains("fig5 has no network \"lenet\""), "{}", text(&o.stderr));
     // --rewind narrows a rewind grid, and says what is wrong with a bad one.
@@ -219,4 +235,100 @@ fn unknown_figures_networks_and_help() {
     for scale in ["smoke", "small", "paper"] {
         assert!(help.lines().any(|l| l.trim_start().starts_with(scale) && l.contains("about")), "{help}");
     }
+}
+
+/// The ImageNet figures at the smoke scale, on the miniature ImageNet xtask generates (into
+/// `LT_CACHE_DIR`): fig6's table of the three networks with top-1 and top-5; fig7 (one-shot to
+/// SqueezeNet's 50% at two rewind points, with stability and the error barrier), whose runs fig12
+/// measures again as angles without training; fig8's one-shot curves, where the runs at the second
+/// density and the runs reset to 0 borrow the first run's dense level.
+#[test]
+fn imagenet_figures_smoke_runs_on_the_generated_miniature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, cache) = (dir.path().join("store"), dir.path().join("cache"));
+    let run = |fig: &str, only: Option<&str>, store: &std::path::Path| {
+        let out = dir.path().join(fig);
+        let mut args = vec!["reproduce", fig, "--scale", "smoke", "--store", store.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap()]);
+        if let Some(net) = only {
+            args.extend(["--only", net]);
+        }
+        let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(&args)
+            .env_remove("LT_DATA_DIR")
+            .env("LT_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{fig}: {}\n{}", text(&o.stdout), text(&o.stderr));
+        let csv = std::fs::read_to_string(out.join("data.csv")).unwrap();
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(report.contains("dataset **imagenet-miniature**") && report.contains("SMOKE RUN"), "{report}");
+        (text(&o.stdout), csv, report)
+    };
+    let (stdout, csv, report) = run("fig6", None, &store);
+    assert!(stdout.contains("generating imagenet-miniature"), "{stdout}");
+    assert!(cache.join("datasets/imagenet-miniature/index.json").is_file());
+    for net in ["resnet50", "inception-v3", "squeezenet"] {
+        for metric in ["accuracy", "top5"] {
+            let prefix = format!("fig6,{net},dense,0,0,0,100,{metric},");
+            assert_eq!(csv.lines().filter(|l| l.starts_with(&prefix)).count(), 1, "{net} {metric}: {csv}");
+        }
+        let row = report.lines().find(|l| l.starts_with(&format!("| {net} |"))).unwrap();
+        assert_eq!(row.matches('[').count(), 2, "top-1 and top-5 measured: {row}");
+    }
+    assert!(report.contains("| inception-v3 | imagenet_inception_v3 | 171 | 8 | 80x80 |"), "{report}");
+
+    let (stdout, csv, report) = run("fig7", Some("squeezenet"), &store);
+    assert!(stdout.contains("squeezenet r0 k=2: IMP levels 0-1"), "{stdout}");
+    // (series, rewind, level, % of weights left, metric) of each row.
+    let rows = |csv: &str| -> Vec<(String, u64, u32, f64, String)> {
+        csv.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                let n = f.len();
+                (
+                    f[2..n - 6].join(","),
+                    f[n - 5].parse().unwrap(),
+                    f[n - 4].parse().unwrap(),
+                    f[n - 3].parse().unwrap(),
+                    f[n - 2].into(),
+                )
+            })
+            .collect()
+    };
+    let near = |a: f64, b: f64| (a - b).abs() < 0.1;
+    for metric in ["data-order-l2", "pruning-l2", "data-order-barrier", "accuracy-mean"] {
+        for k in [0, 2] {
+            assert!(
+                rows(&csv).iter().any(|(s, rk, l, left, m)| s == "imp"
+                    && *rk == k
+                    && *l == 1
+                    && near(*left, 50.0)
+                    && m == metric),
+                "{metric} at k = {k}: {csv}"
+            );
+        }
+    }
+    assert!(report.contains("onset of stability") || report.contains("no onset"), "{report}");
+    let (stdout, csv, _) = run("fig12", Some("squeezenet"), &store);
+    assert!(stdout.contains("\n0 iterations to train"), "{stdout}");
+    assert!(csv.contains(",data-order-angle,"), "{csv}");
+
+    // fig8 in a store of its own: one dense level for the whole figure, every other run borrows it.
+    let (stdout, csv, report) = run("fig8", Some("squeezenet"), &dir.path().join("store8"));
+    assert_eq!(stdout.matches("level 0 (dense): training").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("level 0 (dense): the same training as run squeezenet-").count(), 3, "{stdout}");
+    // SqueezeNet's T is 150 epochs: the smoke scale's k = 2 of 6 iterations is "epoch 50".
+    for series in ["one-shot, rewound to epoch 50", "one-shot, reset to iteration 0", "one-shot, random reinit"] {
+        for left in [50.0, 30.0] {
+            assert!(
+                rows(&csv)
+                    .iter()
+                    .any(|(s, _, l, w, m)| s.contains(series) && *l == 1 && near(*w, left) && m == "accuracy"),
+                "{series} at {left}%: {csv}"
+            );
+        }
+    }
+    assert!(report.contains("top-5"), "{report}");
 }

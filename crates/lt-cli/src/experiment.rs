@@ -253,6 +253,13 @@ impl Reporter {
                     100.0 * outcome.density
                 ),
             ),
+            Event::Borrowed { label, from, outcome } => say(
+                &self.bar,
+                format!(
+                    "{label}: the same training as run {from}, done there ({:.2}% test accuracy): linked, not trained again",
+                    100.0 * outcome.accuracy
+                ),
+            ),
             Event::Finished { label, outcome } => {
                 self.bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
                 say(

@@ -68,7 +68,7 @@ impl Locations {
             out.push((Origin::DataDir, dir.join(name)));
         }
         out.push((Origin::System, self.system_dir.join(name)));
-        out.push((Origin::Cache, self.fetch_dir(name)));
+        out.push((Origin::Cache, self.cache_dir.join("datasets").join(name)));
         out
     }
 

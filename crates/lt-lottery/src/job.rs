@@ -104,6 +104,15 @@ pub enum Event {
         /// Its result.
         outcome: Outcome,
     },
+    /// A job was done by another run with the same training; its files were linked here.
+    Borrowed {
+        /// Its label.
+        label: String,
+        /// The other run's folder name.
+        from: String,
+        /// Its result.
+        outcome: Outcome,
+    },
     /// A job finished.
     Finished {
         /// Its label.

@@ -248,10 +248,7 @@ impl Lottery {
         self.ensure_dense_mask(ctx.data, &ctx.exec.device)?;
         if let Some(from) = self.borrow_dense_level()? {
             let outcome = self.outcome(0)?;
-            (ctx.events)(crate::Event::Skipped {
-                label: format!("level 0 (dense), the same training as {from}"),
-                outcome,
-            });
+            (ctx.events)(crate::Event::Borrowed { label: "level 0 (dense)".into(), from, outcome });
         }
         let mut outcomes = Vec::new();
         for level in 0..=levels {

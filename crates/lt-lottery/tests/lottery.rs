@@ -222,14 +222,15 @@ fn runs_with_the_same_training_borrow_a_finished_dense_level() {
     one_shot.prune.one_shot = Some(0.3);
     for (other, borrows) in [(one_shot, true), (spec(0), true), (spec(20), false)] {
         let run = Lottery::create(store.path(), other).unwrap();
-        let mut labels = Vec::new();
-        let mut events = |e: Event| {
-            if let Event::Skipped { label, .. } | Event::Started { label, .. } = e {
-                labels.push(label);
+        let (mut labels, mut borrowed) = (Vec::new(), false);
+        let mut events = |e: Event| match e {
+            Event::Started { label, .. } => labels.push(label),
+            Event::Borrowed { label, from, .. } => {
+                borrowed |= label.starts_with("level 0") && from.starts_with("lenet-")
             }
+            _ => {}
         };
         let outcomes = run.run(1, &mut Context { data: &data, exec: &exec, events: &mut events }).unwrap();
-        let borrowed = labels.iter().any(|l| l.contains("the same training as lenet-"));
         assert_eq!(borrowed, borrows, "{labels:?}");
         if borrows {
             assert_eq!(outcomes[0], dense);

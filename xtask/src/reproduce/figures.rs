@@ -93,6 +93,24 @@ impl Task {
     }
 }
 
+/// Training iterations of task `i` of `tasks` if nothing were done yet: [`Task::iterations`],
+/// less the dense level of a lottery run that borrows it from an earlier run of the plan with
+/// the same training (which holds W_0 and, at the same rewind point, W_k: `lt_lottery`).
+pub fn planned_iterations(tasks: &[Task], i: usize) -> u64 {
+    let t = &tasks[i];
+    if let Task::Lottery { spec, .. } = t
+        && tasks[..i].iter().any(|e| match e {
+            Task::Lottery { spec: s, .. } | Task::Branch { spec: s, .. } => {
+                s.train == spec.train && (s.rewind == spec.rewind || spec.rewind == 0) && s != spec
+            }
+            _ => false,
+        })
+    {
+        return t.iterations() - spec.train.iterations;
+    }
+    t.iterations()
+}
+
 /// What a task produced.
 #[derive(Debug, Clone, Serialize)]
 pub enum TaskResult {
@@ -113,6 +131,19 @@ pub struct Curve {
     /// The rewind point (an iteration of the figure's scale).
     pub k: u64,
     pub branch: Option<BranchKind>,
+    /// One-shot pruning to each of the setup's `one_shot_densities` (one run each) instead of
+    /// the levels of one iterative run.
+    pub one_shot: bool,
+}
+
+impl Curve {
+    fn new(name: impl Into<String>, k: u64, branch: Option<BranchKind>) -> Curve {
+        Curve { name: name.into(), dashed: branch == Some(BranchKind::Reinit), k, branch, one_shot: false }
+    }
+
+    fn one_shot(self) -> Curve {
+        Curve { one_shot: true, ..self }
+    }
 }
 
 /// The three kinds of figures.
@@ -126,6 +157,8 @@ pub enum Kind {
     Rewind { angle: bool },
     /// The dense network's instability (error barrier, L2) vs the rewind iteration.
     Instability,
+    /// The unpruned networks' accuracy (top-1 and top-5), one run per replicate.
+    Dense,
 }
 
 /// A figure at a scale: its panels (one network each) and what they show.
@@ -147,6 +180,9 @@ pub struct Definition {
 /// The CIFAR-10 networks under the paper's three hyperparameter settings.
 const CIFAR6: &[&str] =
     &["resnet18-standard", "resnet18-low", "resnet18-warmup", "vgg19-standard", "vgg19-low", "vgg19-warmup"];
+
+/// The paper's ImageNet networks (its Figure 6).
+const IMAGENET3: &[&str] = &["resnet50", "inception-v3", "squeezenet"];
 
 const ALL7: &[&str] =
     &["lenet", "resnet18-standard", "resnet18-low", "resnet18-warmup", "vgg19-standard", "vgg19-low", "vgg19-warmup"];
@@ -200,6 +236,30 @@ pub const DEFINITIONS: &[Definition] = &[
         presets: ALL7,
         about: "Figure 4's runs, measured as angles.",
     },
+    Definition {
+        name: "fig6",
+        title: "Figure 6: the ImageNet networks, trained unpruned",
+        presets: IMAGENET3,
+        about: "Each network trained dense with the TPU reference schedule (ResNet-50: 90 epochs, batch 1024, rate 0.4, 5 warmup epochs, ÷10 at 30/60/80; Inception-v3: 171 epochs, RMSProp; SqueezeNet: 150 epochs, momentum); top-1 and top-5 accuracy, 5 replicates at paper scale (the paper: five trials).",
+    },
+    Definition {
+        name: "fig7",
+        title: "Figure 7: ImageNet, data-order stability (L2) and accuracy vs the rewind epoch",
+        presets: IMAGENET3,
+        about: "One-shot magnitude pruning to the figure-6 sparsity (ResNet-50 and Inception-v3 70%, SqueezeNet 50%) after rewinding to each of several epochs around the paper's thresholds (4 of 90, 6 of 171, 10 of 150); data-order and pruning stability of the IMP and a random subnetwork, the IMP subnetwork's error barrier, and accuracy (top-1) beside the unpruned network's.",
+    },
+    Definition {
+        name: "fig8",
+        title: "Figure 8: ImageNet, rewound vs reset to iteration 0 vs randomly reinitialized",
+        presets: IMAGENET3,
+        about: "Accuracy vs % weights remaining. One-shot pruning to each density of 0.8^n (80% to 21%) rewound just past the rewinding threshold (ResNet-50 epoch 6, Inception-v3 8, SqueezeNet 12), reset to iteration 0, and the rewound subnetwork randomly reinitialized (dashed); ResNet-50 also iteratively (20% per level, rewound to epoch 6, reset, reinitialized).",
+    },
+    Definition {
+        name: "fig12",
+        title: "Figure 12: ImageNet, data-order and pruning stability (angle) and accuracy vs the rewind epoch",
+        presets: IMAGENET3,
+        about: "Figure 7's runs, measured as angles.",
+    },
 ];
 
 pub fn definition(name: &str) -> Option<&'static Definition> {
@@ -216,44 +276,68 @@ impl Figure {
         let kind = match def.name {
             "fig1" => Kind::Accuracy {
                 curves: vec![
-                    Curve { name: "IMP reset to iteration 0".into(), dashed: false, k: 0, branch: None },
-                    Curve { name: "random reinit".into(), dashed: true, k: 0, branch: Some(BranchKind::Reinit) },
+                    Curve::new("IMP reset to iteration 0", 0, None),
+                    Curve::new("random reinit", 0, Some(BranchKind::Reinit)),
                 ],
             },
-            "fig5" => Kind::Accuracy { curves: Vec::new() },
+            "fig5" | "fig8" => Kind::Accuracy { curves: Vec::new() },
             "fig9" => Kind::Accuracy {
                 curves: vec![
-                    Curve { name: "IMP (original init)".into(), dashed: false, k: 0, branch: None },
-                    Curve { name: "random reinit".into(), dashed: true, k: 0, branch: Some(BranchKind::Reinit) },
-                    Curve { name: "SNIP".into(), dashed: false, k: 0, branch: Some(BranchKind::Snip) },
+                    Curve::new("IMP (original init)", 0, None),
+                    Curve::new("random reinit", 0, Some(BranchKind::Reinit)),
+                    Curve::new("SNIP", 0, Some(BranchKind::Snip)),
                 ],
             },
             "fig3" => Kind::Stability { angle: false },
             "fig10" => Kind::Stability { angle: true },
-            "fig4" => Kind::Rewind { angle: false },
+            "fig4" | "fig7" => Kind::Rewind { angle: false },
             "instability" => Kind::Instability,
+            "fig6" => Kind::Dense,
             _ => Kind::Rewind { angle: true },
         };
         Figure { name: def.name, title: def.title, kind, panels }
     }
 
-    /// fig5's curves depend on the network (its rewind point).
+    /// fig5's and fig8's curves depend on the network (its rewind point).
     fn curves(&self, setup: &Setup) -> Vec<Curve> {
         match &self.kind {
             Kind::Accuracy { curves } if !curves.is_empty() => curves.clone(),
+            _ if self.name == "fig8" => {
+                let k = setup.fig5_rewind();
+                let at = setup.rewind_label(k);
+                // Rewound runs first: their dense level holds W_0 too, so the reset runs borrow it.
+                let mut curves = vec![
+                    Curve::new(format!("one-shot, rewound to {at}"), k, None).one_shot(),
+                    Curve::new("one-shot, reset to iteration 0", 0, None).one_shot(),
+                    Curve::new(format!("one-shot, random reinit (rewound to {at})"), k, Some(BranchKind::Reinit))
+                        .one_shot(),
+                ];
+                if setup.preset.name == "resnet50" {
+                    curves.extend([
+                        Curve::new(format!("iterative, rewound to {at}"), k, None),
+                        Curve::new("iterative, reset to iteration 0", 0, None),
+                        Curve::new(format!("iterative, random reinit (rewound to {at})"), k, Some(BranchKind::Reinit)),
+                    ]);
+                }
+                curves
+            }
             _ => {
                 let k = setup.fig5_rewind();
                 vec![
-                    Curve { name: "IMP reset to iteration 0".into(), dashed: false, k: 0, branch: None },
-                    Curve { name: format!("IMP rewound to iteration {k}"), dashed: false, k, branch: None },
-                    Curve {
-                        name: format!("random reinit (rewound to {k})"),
-                        dashed: true,
-                        k,
-                        branch: Some(BranchKind::Reinit),
-                    },
+                    Curve::new("IMP reset to iteration 0", 0, None),
+                    Curve::new(format!("IMP rewound to iteration {k}"), k, None),
+                    Curve::new(format!("random reinit (rewound to {k})"), k, Some(BranchKind::Reinit)),
                 ]
             }
+        }
+    }
+
+    /// The runs of one curve of replicate `r`: one iterative run, or one one-shot run per density.
+    fn curve_specs(&self, setup: &Setup, r: u64, curve: &Curve) -> Vec<(LotterySpec, Vec<u32>)> {
+        if curve.one_shot {
+            setup.one_shot_densities().into_iter().map(|d| (setup.lottery_with(r, curve.k, Some(d)), vec![1])).collect()
+        } else {
+            vec![(setup.lottery_with(r, curve.k, None), (1..=setup.curve_levels()).collect())]
         }
     }
 
@@ -264,19 +348,18 @@ impl Figure {
             for r in 0..setup.replicates {
                 match &self.kind {
                     Kind::Accuracy { .. } => {
-                        let levels = setup.curve_levels();
                         for curve in self.curves(setup) {
-                            let spec = setup.lottery(r, curve.k);
-                            match curve.branch {
-                                None => tasks.push(Task::Lottery { spec, levels }),
-                                Some(kind) => tasks.push(Task::Branch {
-                                    spec,
-                                    branch: BranchSpec::new(kind),
-                                    levels: (1..=levels).collect(),
-                                }),
+                            for (spec, levels) in self.curve_specs(setup, r, &curve) {
+                                match curve.branch {
+                                    None => tasks.push(Task::Lottery { spec, levels: levels.len() as u32 }),
+                                    Some(kind) => {
+                                        tasks.push(Task::Branch { spec, branch: BranchSpec::new(kind), levels })
+                                    }
+                                }
                             }
                         }
                     }
+                    Kind::Dense => tasks.push(Task::Lottery { spec: setup.lottery(r, 0), levels: 0 }),
                     Kind::Stability { .. } => self.stability_tasks(setup, r, 0, &mut tasks),
                     Kind::Rewind { .. } => {
                         for k in rewind_points(setup) {
@@ -333,6 +416,14 @@ fn instability_rows(p: &Instability, row: &RowFn, rows: &mut Vec<Row>) {
     }
     for (alpha, e) in p.path.alphas.iter().zip(&p.path.train_errors) {
         push(&format!("train-error-at-{alpha:.3}"), *e);
+    }
+}
+
+/// The accuracy (and top-5, where measured) rows of one trained level.
+fn outcome_rows(series: &str, k: u64, level: u32, o: &Outcome, row: &RowFn, rows: &mut Vec<Row>) {
+    rows.push(row(series, k, level, o.density, "accuracy", o.accuracy));
+    if let Some(top5) = o.top5 {
+        rows.push(row(series, k, level, o.density, "top5", top5));
     }
 }
 
@@ -398,6 +489,11 @@ fn stats(values: &[f64]) -> Option<Stats> {
     Stats::of(values)
 }
 
+/// Where a row sits on an accuracy-vs-sparsity curve: its level and its density (to 0.01%).
+pub fn point_key(r: &Row) -> (u32, i64) {
+    (r.level, (100.0 * r.weights_remaining).round() as i64)
+}
+
 fn point(x: f64, s: Stats) -> Point {
     Point { x, y: s.mean, lo: s.min, hi: s.max }
 }
@@ -431,31 +527,39 @@ impl Figure {
                 };
                 match &self.kind {
                     Kind::Accuracy { .. } => {
-                        let levels = setup.curve_levels();
                         for curve in self.curves(setup) {
-                            let spec = setup.lottery(r, curve.k);
-                            let outcomes: Vec<(u32, Outcome)> = match curve.branch {
-                                None => match find(results, &Task::Lottery { spec: spec.clone(), levels }) {
-                                    Some(TaskResult::Levels(o)) => {
-                                        o.iter().enumerate().map(|(l, o)| (l as u32, o.clone())).collect()
+                            for (i, (spec, levels)) in self.curve_specs(setup, r, &curve).into_iter().enumerate() {
+                                let outcomes: Vec<(u32, Outcome)> = match curve.branch {
+                                    None => {
+                                        let task = Task::Lottery { spec: spec.clone(), levels: levels.len() as u32 };
+                                        match find(results, &task) {
+                                            Some(TaskResult::Levels(o)) => {
+                                                o.iter().enumerate().map(|(l, o)| (l as u32, o.clone())).collect()
+                                            }
+                                            _ => Vec::new(),
+                                        }
                                     }
-                                    _ => Vec::new(),
-                                },
-                                Some(kind) => match find(
-                                    results,
-                                    &Task::Branch {
-                                        spec: spec.clone(),
-                                        branch: BranchSpec::new(kind),
-                                        levels: (1..=levels).collect(),
-                                    },
-                                ) {
-                                    Some(TaskResult::Branch(o)) => o.clone(),
-                                    _ => Vec::new(),
-                                },
-                            };
-                            for (level, o) in outcomes {
-                                rows.push(row(&curve.name, spec.rewind, level, o.density, "accuracy", o.accuracy));
+                                    Some(kind) => {
+                                        let branch = BranchSpec::new(kind);
+                                        match find(results, &Task::Branch { spec: spec.clone(), branch, levels }) {
+                                            Some(TaskResult::Branch(o)) => o.clone(),
+                                            _ => Vec::new(),
+                                        }
+                                    }
+                                };
+                                // One-shot runs share their dense level: one point, not one per density.
+                                for (level, o) in outcomes.into_iter().filter(|(l, _)| *l > 0 || i == 0) {
+                                    outcome_rows(&curve.name, spec.rewind, level, &o, &row, &mut rows);
+                                }
                             }
+                        }
+                    }
+                    Kind::Dense => {
+                        let task = Task::Lottery { spec: setup.lottery(r, 0), levels: 0 };
+                        if let Some(TaskResult::Levels(o)) = find(results, &task)
+                            && let Some(dense) = o.first()
+                        {
+                            outcome_rows("dense", 0, 0, dense, &row, &mut rows);
                         }
                     }
                     Kind::Stability { .. } => self.stability_rows(setup, r, 0, results, &mut rows, &row),
@@ -555,9 +659,10 @@ impl Figure {
                     let mine: Vec<&Row> = rows.iter().filter(|r| r.network == net).collect();
                     let mut series = Vec::new();
                     for (i, curve) in self.curves(setup).iter().enumerate() {
-                        let mut by_level: BTreeMap<u32, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-                        for r in mine.iter().filter(|r| r.series == curve.name) {
-                            let e = by_level.entry(r.level).or_default();
+                        // By level and density: one-shot runs are all level 1, at their own densities.
+                        let mut by_level: BTreeMap<(u32, i64), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+                        for r in mine.iter().filter(|r| r.series == curve.name && r.metric == "accuracy") {
+                            let e = by_level.entry(point_key(r)).or_default();
                             e.0.push(r.weights_remaining);
                             e.1.push(100.0 * r.value);
                         }
@@ -572,7 +677,7 @@ impl Figure {
                     }
                     let dense: Vec<f64> = mine
                         .iter()
-                        .filter(|r| r.level == 0 && r.series == self.curves(setup)[0].name)
+                        .filter(|r| r.level == 0 && r.series == self.curves(setup)[0].name && r.metric == "accuracy")
                         .map(|r| 100.0 * r.value)
                         .collect();
                     charts.push(Chart {
@@ -631,10 +736,43 @@ impl Figure {
                     });
                 }
             }
+            Kind::Dense => {
+                let nets: Vec<String> = self.panels.iter().map(|s| s.preset.name.to_string()).collect();
+                let series = [("accuracy", "top-1"), ("top5", "top-5")]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (metric, name))| Series {
+                        name: (*name).into(),
+                        color: COLORS[i],
+                        dashed: false,
+                        points: nets
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(x, net)| {
+                                let v: Vec<f64> = rows
+                                    .iter()
+                                    .filter(|r| &r.network == net && r.metric == *metric)
+                                    .map(|r| 100.0 * r.value)
+                                    .collect();
+                                Some(point(x as f64, stats(&v)?))
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                charts.push(Chart {
+                    title: "unpruned test accuracy".into(),
+                    x_label: "network".into(),
+                    y_label: "test accuracy (%)".into(),
+                    categories: nets,
+                    series,
+                    ..Default::default()
+                });
+            }
             Kind::Rewind { angle } => {
                 let metric = if *angle { "angle" } else { "l2" };
                 for setup in &self.panels {
                     let net = setup.preset.name;
+                    let (per_unit, x_label) = setup.rewind_axis();
                     for (what, ylabel) in [
                         (format!("data-order-{metric}"), "data-order stability"),
                         (format!("pruning-{metric}"), "pruning stability"),
@@ -651,7 +789,10 @@ impl Figure {
                                 color: COLORS[i],
                                 dashed: false,
                                 // k = 0 sits at the left edge of a linear axis.
-                                points: by_rewind(rows, net, sub, &what, scale),
+                                points: by_rewind(rows, net, sub, &what, scale)
+                                    .into_iter()
+                                    .map(|p| Point { x: p.x / per_unit, ..p })
+                                    .collect(),
                             })
                             .collect();
                         // The unpruned network's accuracy (level 0 of every rewind point's run).
@@ -670,7 +811,7 @@ impl Figure {
                         };
                         charts.push(Chart {
                             title: format!("{net}: {ylabel}"),
-                            x_label: "rewind iteration k".into(),
+                            x_label: x_label.into(),
                             y_label: ylabel.into(),
                             series,
                             band,
@@ -765,6 +906,7 @@ impl Figure {
 
     pub fn columns(&self) -> usize {
         match self.kind {
+            Kind::Dense => 1,
             Kind::Stability { .. } => 2,
             Kind::Rewind { .. } => 4,
             Kind::Instability => 3,

@@ -34,12 +34,13 @@ use setup::{Scale, Setup};
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask reproduce",
-    after_help = "figures: fig1 fig3 fig4 fig5 fig9 fig10 fig11 instability (`cargo xtask reproduce FIG --help` shows each plan)"
+    after_help = "figures: fig1 fig3 fig4 fig5 fig9 fig10 fig11 instability; ImageNet: fig6 fig7 fig8 fig12 (`cargo xtask reproduce FIG --help` shows each plan)"
 )]
 struct Args {
-    /// fig1, fig3, fig4, fig5, fig9, fig10, fig11 or instability.
+    /// fig1, fig3, fig4, fig5, fig9, fig10, fig11, instability; ImageNet: fig6, fig7, fig8, fig12.
     figure: String,
-    /// paper: the exact protocol; small: shortened to run on one CPU; smoke: minutes, on the bundled sample.
+    /// paper: the exact protocol; small: shortened to run on one CPU (not the ImageNet figures);
+    /// smoke: minutes, on the bundled sample (ImageNet: a generated miniature).
     #[arg(long, value_enum, default_value = "small")]
     scale: Scale,
     /// Run the figure's procedure on this dataset (default: the paper's; smoke: fashion-mnist-sample).
@@ -58,13 +59,13 @@ struct Args {
     /// be split into sittings, and later ones add replicates to what the store holds.
     #[arg(long)]
     replicates: Option<u64>,
-    /// Only these rewind points, in the scale's iterations (comma-separated): figure 4's and 11's
-    /// grid, the instability grid, or figure 5's rewound curve (one point), e.g. to run the two
-    /// ends of a grid first.
+    /// Only these rewind points, in the scale's iterations (comma-separated): the grid of figures
+    /// 4, 7, 11 and 12, the instability grid, or the rewound curve of figure 5 or 8 (one point),
+    /// e.g. to run the two ends of a grid first.
     #[arg(long, value_delimiter = ',')]
     rewind: Option<Vec<u64>>,
-    /// Pruning levels of the accuracy-vs-sparsity curves (fig1, fig5, fig9) instead of the
-    /// scale's: more levels reach sparser subnetworks, and the store keeps the levels already
+    /// Pruning levels of the accuracy-vs-sparsity curves (fig1, fig5, fig9; fig8's iterative
+    /// ResNet-50) instead of the scale's: more levels reach sparser subnetworks, and the store keeps the levels already
     /// trained.
     #[arg(long)]
     levels: Option<u32>,
@@ -116,6 +117,21 @@ impl Args {
     }
 }
 
+/// What a training setup's data depends on: the dataset, how many of its training examples, and
+/// the image size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKey {
+    pub dataset: String,
+    pub train_examples: Option<usize>,
+    pub image_size: Option<u32>,
+}
+
+impl DataKey {
+    fn of(s: &lt_lottery::TrainSpec) -> DataKey {
+        DataKey { dataset: s.dataset.clone(), train_examples: s.train_examples, image_size: s.image_size }
+    }
+}
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -127,18 +143,22 @@ fn figure_help(name: &str) -> Result<String> {
         "{}\n\n{}\n\nAt each scale (estimates: this project's engine on the 2-core CPU, from measured step times):\n",
         def.title, def.about
     );
+    if def.presets.iter().all(|p| lt_train::Preset::named(p).is_ok_and(|p| p.dataset == "imagenet")) {
+        return imagenet_help(def);
+    }
     for scale in [Scale::Smoke, Scale::Small, Scale::Paper] {
         let panels: Vec<Setup> = def.presets.iter().map(|p| Setup::new(p, scale, None)).collect::<Result<_>>()?;
         let fig = Figure::new(def, panels);
         let tasks = fig.tasks();
-        let iters: u64 = tasks.iter().map(Task::iterations).sum();
+        let iters: u64 = (0..tasks.len()).map(|i| figures::planned_iterations(&tasks, i)).sum();
         let mut per_network: Vec<(&str, f64)> = fig.panels.iter().map(|p| (p.preset.name, 0.0)).collect();
-        for t in &tasks {
+        for (i, t) in tasks.iter().enumerate() {
             if let Some((p, ms)) =
                 fig.panels.iter().zip(per_network.iter_mut()).find(|(p, _)| p.preset.name == t.train().preset)
             {
                 let test = if p.dataset.ends_with("sample") { 500 } else { 10_000 };
-                ms.1 += estimate_seconds(t, t.iterations(), p.ms_per_example() * p.batch as f64, test);
+                let n = figures::planned_iterations(&tasks, i);
+                ms.1 += estimate_seconds(t, n, p.ms_per_example() * p.batch as f64, test);
             }
         }
         let ms: f64 = per_network.iter().map(|(_, ms)| ms).sum();
@@ -185,14 +205,81 @@ fn figure_help(name: &str) -> Result<String> {
     Ok(s)
 }
 
+/// The help of an ImageNet figure: smoke on this CPU; paper in GPU time at an assumed throughput.
+fn imagenet_help(def: &figures::Definition) -> Result<String> {
+    let mut s = format!("{}\n\n{}\n\nAt each scale:\n", def.title, def.about);
+    let smoke: Vec<Setup> = def.presets.iter().map(|p| Setup::new(p, Scale::Smoke, None)).collect::<Result<_>>()?;
+    let fig = Figure::new(def, smoke);
+    let tasks = fig.tasks();
+    let (mut iters, mut ms) = (0, 0.0);
+    for (i, t) in tasks.iter().enumerate() {
+        let p = fig.panels.iter().find(|p| p.preset.name == t.train().preset).context("panel")?;
+        let n = figures::planned_iterations(&tasks, i);
+        iters += n;
+        ms += estimate_seconds(t, n, p.ms_per_example() * p.batch as f64, 50);
+    }
+    let first = &fig.panels[0];
+    let _ = writeln!(
+        s,
+        "  smoke  {} tasks, {iters} training iterations, about {} on a 2-core CPU: T = {}, batch {}, 1 replicate, on the generated {} (written on first use; 64 pixels, Inception-v3 80). Checks the pipeline; its numbers mean nothing.",
+        tasks.len(),
+        human(ms / 1e3),
+        first.iterations,
+        first.batch,
+        first.dataset
+    );
+    let _ = writeln!(
+        s,
+        "  small  not defined: no ImageNet subset is at hand to size and check one on (paper scale with --replicates 1 and --only is the smallest real run)"
+    );
+    let mut panels: Vec<Setup> =
+        def.presets.iter().map(|p| Setup::new(p, Scale::Paper, None)).collect::<Result<_>>()?;
+    if def.name == "fig6" {
+        panels.iter_mut().for_each(|p| p.replicates = 5);
+    }
+    let fig = Figure::new(def, panels);
+    let tasks = fig.tasks();
+    let _ = writeln!(
+        s,
+        "  paper  {} tasks on ImageNet (`lt data pack imagenet`; 1,281,167 training images, batch 1024), one GPU each; GPU time at an assumed fp32 throughput of one data-centre GPU (not measured here: `cargo xtask gpu-check` times this engine where a GPU is lent):",
+        tasks.len()
+    );
+    for p in &fig.panels {
+        let ips = p.gpu_images_per_second();
+        let step_ms = 1e3 * p.batch as f64 / ips;
+        let (mut n, mut total) = (0, 0.0);
+        for (i, t) in tasks.iter().enumerate().filter(|(_, t)| t.train().preset == p.preset.name) {
+            let planned = figures::planned_iterations(&tasks, i);
+            n += planned;
+            total += estimate_seconds(t, planned, step_ms, 50_000) / 1e3;
+        }
+        let dense = p.iterations as f64 * step_ms / 1e3;
+        let _ = writeln!(
+            s,
+            "         {}: T = {} iterations ({} epochs); one dense run ≈ {:.0} GPU-hours at {ips:.0} images/s; the figure's {n} iterations over {} replicate(s) ≈ {} of GPU time",
+            p.preset.name,
+            p.iterations,
+            p.preset.iterations.iterations(1),
+            dense / 3600.0,
+            p.replicates,
+            human(total)
+        );
+    }
+    s.push_str("\nOn a GPU: build with `--features cuda` and pass `--device cuda`; on a cluster, `--executor slurm --gpus 1` runs one task per job (README).\n");
+    Ok(s)
+}
+
 /// `--rewind`'s points, checked against the figure and the setup.
 fn rewind_points(figure: &str, setup: &Setup, ks: &[u64]) -> Result<Vec<u64>> {
-    let grid = matches!(figure, "fig4" | "fig11" | "instability");
-    if !grid && figure != "fig5" {
-        bail!("{figure} has no rewind point to choose (--rewind applies to fig4, fig5, fig11 and instability)");
+    let grid = matches!(figure, "fig4" | "fig7" | "fig11" | "fig12" | "instability");
+    let one = matches!(figure, "fig5" | "fig8");
+    if !grid && !one {
+        bail!(
+            "{figure} has no rewind point to choose (--rewind applies to fig4, fig5, fig7, fig8, fig11, fig12 and instability)"
+        );
     }
-    if figure == "fig5" && ks.len() != 1 {
-        bail!("fig5 rewinds to one point (its reset curve is k = 0); --rewind got {ks:?}");
+    if one && ks.len() != 1 {
+        bail!("{figure} rewinds to one point (its reset curve is k = 0); --rewind got {ks:?}");
     }
     let mut ks = ks.to_vec();
     ks.sort_unstable();
@@ -243,7 +330,7 @@ pub fn run(raw: &[String]) -> Result<()> {
     };
     let def = figures::definition(&args.figure).with_context(|| {
         format!(
-            "unknown figure {:?}; figures are {} (fig7, fig8 and fig12 need ImageNet and are not reproduced here)",
+            "unknown figure {:?}; figures are {} (fig2 is a table of hyperparameters: `lt presets`)",
             args.figure,
             DEFINITIONS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
         )
@@ -269,9 +356,16 @@ pub fn run(raw: &[String]) -> Result<()> {
             if let Some(ks) = &args.rewind {
                 setup.rewind = Some(rewind_points(def.name, &setup, ks)?);
             }
+            if def.name == "fig6" && args.scale == Scale::Paper && args.replicates.is_none() {
+                // The paper's Figure 6: five trials.
+                setup.replicates = 5;
+            }
             if let Some(levels) = args.levels {
-                if !matches!(def.name, "fig1" | "fig5" | "fig9") {
-                    bail!("{} measures one sparsity; --levels applies to the curves of fig1, fig5 and fig9", def.name);
+                if !matches!(def.name, "fig1" | "fig5" | "fig8" | "fig9") {
+                    bail!(
+                        "{} measures one sparsity; --levels applies to the curves of fig1, fig5, fig8 and fig9",
+                        def.name
+                    );
                 }
                 if levels == 0 {
                     bail!("--levels must be at least 1");
@@ -303,19 +397,29 @@ pub fn run(raw: &[String]) -> Result<()> {
         );
     }
     // Open each dataset once; measure a step of each network for the estimate.
-    let mut datas: Vec<(String, Option<usize>, Data)> = Vec::new();
+    let mut datas: Vec<(DataKey, Data)> = Vec::new();
     for t in &tasks {
         let s = t.train();
-        if !datas.iter().any(|(d, n, _)| d == &s.dataset && n == &s.train_examples) {
-            let data = Data::open(&s.dataset, s.train_examples, &loc).with_context(|| {
-                format!("opening {} (CIFAR-10: `lt data fetch cifar10`; or choose --dataset)", s.dataset)
+        if !datas.iter().any(|(key, _)| *key == DataKey::of(s)) {
+            if s.dataset == lt_data::miniature::NAME {
+                let dir = loc.cache_dir.join("datasets").join(lt_data::miniature::NAME);
+                if !dir.join("index.json").is_file() {
+                    println!("generating {} in {}", lt_data::miniature::NAME, dir.display());
+                }
+                lt_data::miniature::generate(&dir).with_context(|| format!("generating {}", dir.display()))?;
+            }
+            let data = Data::for_train(s, &loc).with_context(|| {
+                format!(
+                    "opening {} (CIFAR-10: `lt data fetch cifar10`; ImageNet: `lt data pack imagenet`, see README; or choose --dataset)",
+                    s.dataset
+                )
             })?;
-            datas.push((s.dataset.clone(), s.train_examples, data));
+            datas.push((DataKey::of(s), data));
         }
     }
     let data_for = |t: &Task| -> Result<&Data> {
-        let s = t.train();
-        datas.iter().find(|(d, n, _)| d == &s.dataset && n == &s.train_examples).map(|(_, _, d)| d).context("data")
+        let key = DataKey::of(t.train());
+        datas.iter().find(|(k, _)| *k == key).map(|(_, d)| d).context("data")
     };
     // A submission only plans: the GPU is where the jobs run, and the estimate is this CPU's.
     let submitting = args.slurm.executor == Executor::Slurm && args.task.is_none();
@@ -342,7 +446,15 @@ pub fn run(raw: &[String]) -> Result<()> {
     let todo: Vec<(usize, u64)> = tasks
         .iter()
         .enumerate()
-        .map(|(i, t)| Ok((i, remaining_iterations(t, &args.store, planned(i, t))?)))
+        .map(|(i, t)| {
+            let mut n = remaining_iterations(t, &args.store, planned(i, t))?;
+            // A dense level borrowed from an earlier run of the plan is not trained again.
+            let borrowed = t.iterations() - figures::planned_iterations(&tasks, i);
+            if n >= t.iterations() {
+                n -= borrowed;
+            }
+            Ok((i, n))
+        })
         .collect::<Result<_>>()?;
     // What a Slurm job still has to do: train, or evaluate the points of a line.
     let unfinished = |i: usize| {
@@ -358,7 +470,8 @@ pub fn run(raw: &[String]) -> Result<()> {
     let mut seconds_per_iteration = std::collections::BTreeMap::new();
     for p in &fig.panels {
         let spec = p.lottery(0, 0);
-        let data = datas.iter().find(|(d, _, _)| d == &p.dataset).map(|(_, _, d)| d).context("data")?;
+        let key = DataKey::of(&spec.train);
+        let data = datas.iter().find(|(k, _)| *k == key).map(|(_, d)| d).context("data")?;
         seconds_per_iteration.insert(p.preset.name, measure_step(&spec, data, &device)?);
     }
     let total_todo: u64 = todo.iter().map(|(_, n)| n).sum();
@@ -459,6 +572,9 @@ fn run_shown(
             last = iteration;
         }
         Event::Waiting { label: job } => say(bar, format!("{label}: {job}: another worker trains it; waiting")),
+        Event::Borrowed { label: job, from, .. } => {
+            say(bar, format!("{label}: {job}: the same training as run {from}: linked, not trained again"))
+        }
         Event::Finished { label: job, outcome } => say(
             bar,
             format!("{label}: {job}: {:.2}% test accuracy ({:.0} s)", 100.0 * outcome.accuracy, outcome.wall_s),
@@ -859,7 +975,7 @@ fn write_outputs(
     out: &Path,
     tasks: &[Task],
     rows: &[Row],
-    datas: &[(String, Option<usize>, Data)],
+    datas: &[(DataKey, Data)],
     (version, wall): (&str, f64),
 ) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -892,11 +1008,13 @@ fn write_outputs(
     let _ = writeln!(r, "- code version: {version}");
     let _ = writeln!(r, "- wall time of this invocation: {}", human(wall));
     let _ = writeln!(r, "- experiment store: {}", args.store.display());
-    for (name, n, data) in datas {
+    for (key, data) in datas {
         let _ = writeln!(
             r,
-            "- dataset **{name}**{}: {} training examples, {} test examples",
-            n.map_or(String::new(), |n| format!(" (first {n})")),
+            "- dataset **{}**{}{}: {} training examples, {} test examples",
+            key.dataset,
+            key.train_examples.map_or(String::new(), |n| format!(" (first {n})")),
+            key.image_size.map_or(String::new(), |n| format!(" at {n}x{n} pixels")),
             data.train.len(),
             data.test.len()
         );
@@ -967,47 +1085,76 @@ fn write_outputs(
                 "\nThe paper's finding: where IMP finds winning tickets (LeNet; ResNet-18 and VGG-19 with low rates or warmup) they are more stable than random subnetworks (comp > 1) and more accurate; for the standard ResNet-18 and VGG-19 they are not (comp ≈ 1)."
             );
         }
-        _ => {
-            let _ = writeln!(r, "Test accuracy (%) mean [min, max] over replicates, by series and level.\n");
-            let _ = writeln!(r, "| network | series | k | level | weights left | accuracy |");
-            let _ = writeln!(r, "|---|---|---|---|---|---|");
-            let mut keys: Vec<(String, String, u32, u64)> =
-                rows.iter().map(|x| (x.network.clone(), x.series.clone(), x.level, x.rewind)).collect();
-            keys.sort();
-            keys.dedup();
-            for (net, series, level, rewind) in keys {
-                let sel: Vec<&Row> = rows
-                    .iter()
-                    .filter(|x| {
-                        x.network == net
-                            && x.series == series
-                            && x.level == level
-                            && x.rewind == rewind
-                            && (x.metric == "accuracy" || x.metric == "accuracy-mean")
-                    })
-                    .collect();
-                if sel.is_empty() {
-                    continue;
-                }
-                let acc = lt_stability::Stats::of(&sel.iter().map(|x| x.value).collect::<Vec<_>>());
+        "fig6" => {
+            let _ = writeln!(
+                r,
+                "Unpruned test accuracy (%), mean [min, max] over replicates. The paper's Figure 6 (TPU reference implementations, five trials) is garbled in our copy of its text; the value it shows is 78.1±0.1% top-1, and the sparsities at which rewinding matches these networks are 70% (ResNet-50, Inception-v3) and 50% (SqueezeNet).\n"
+            );
+            let _ = writeln!(r, "| network | model | epochs | batch | image | iterations | top-1 | top-5 |");
+            let _ = writeln!(r, "|---|---|---|---|---|---|---|---|");
+            for p in &fig.panels {
+                let net = p.preset.name;
+                let get = |m: &str| mean_of(rows, |x| x.network == net && x.metric == m);
                 let _ = writeln!(
                     r,
-                    "| {net} | {series} | {rewind} | {level} | {:.1}% | {} |",
-                    sel[0].weights_remaining,
+                    "| {net} | {} | {} | {} | {} | {} | {} | {} |",
+                    p.preset.model,
+                    p.preset.iterations.iterations(1),
+                    p.batch,
+                    p.image_size.map_or("dataset's".to_string(), |n| format!("{n}x{n}")),
+                    p.iterations,
+                    fmt_stats(get("accuracy"), 100.0),
+                    fmt_stats(get("top5"), 100.0)
+                );
+            }
+        }
+        _ => {
+            let top5 = rows.iter().any(|x| x.metric == "top5");
+            let _ = writeln!(r, "Test accuracy (%) mean [min, max] over replicates, by series and level.\n");
+            let _ = writeln!(
+                r,
+                "| network | series | k | level | weights left | accuracy |{}\n|---|---|---|---|---|---|{}",
+                if top5 { " top-5 |" } else { "" },
+                if top5 { "---|" } else { "" }
+            );
+            let mut keys: Vec<(String, String, (u32, i64), u64)> =
+                rows.iter().map(|x| (x.network.clone(), x.series.clone(), figures::point_key(x), x.rewind)).collect();
+            keys.sort();
+            keys.dedup();
+            for (net, series, key, rewind) in keys {
+                let of = |metrics: &[&str]| {
+                    let sel: Vec<&Row> = rows
+                        .iter()
+                        .filter(|x| {
+                            x.network == net
+                                && x.series == series
+                                && figures::point_key(x) == key
+                                && x.rewind == rewind
+                                && metrics.contains(&x.metric.as_str())
+                        })
+                        .collect();
+                    let values: Vec<f64> = sel.iter().map(|x| x.value).collect();
+                    (sel.first().map(|x| x.weights_remaining), lt_stability::Stats::of(&values))
+                };
+                let (left, acc) = of(&["accuracy", "accuracy-mean"]);
+                let Some(left) = left else { continue };
+                let t5 = if top5 { format!(" {} |", fmt_stats(of(&["top5"]).1, 100.0)) } else { String::new() };
+                let _ = writeln!(
+                    r,
+                    "| {net} | {series} | {rewind} | {} | {left:.1}% | {} |{t5}",
+                    key.0,
                     fmt_stats(acc, 100.0)
                 );
             }
-            let _ = writeln!(
-                r,
-                "\nThe paper's unpruned accuracies (Figure 2): {}.",
-                PAPER_DENSE
-                    .iter()
-                    .filter(|(n, _)| fig.panels.iter().any(|p| p.preset.name == *n))
-                    .map(|(n, v)| format!("{n} {v}%"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            if matches!(fig.name, "fig4" | "fig11") {
+            let dense: Vec<String> = PAPER_DENSE
+                .iter()
+                .filter(|(n, _)| fig.panels.iter().any(|p| p.preset.name == *n))
+                .map(|(n, v)| format!("{n} {v}%"))
+                .collect();
+            if !dense.is_empty() {
+                let _ = writeln!(r, "\nThe paper's unpruned accuracies (Figure 2): {}.", dense.join(", "));
+            }
+            if matches!(fig.name, "fig4" | "fig11" | "fig7" | "fig12") {
                 let _ = writeln!(
                     r,
                     "\nThe IMP subnetwork's instability: the test error barrier (points, mean [min, max] over replicates) between its data-order copies 0 and 1, BatchNorm statistics recomputed at each point of the line.\n"
@@ -1015,7 +1162,7 @@ fn write_outputs(
                 for line in onset_lines(fig, rows) {
                     let _ = writeln!(r, "- {line}");
                 }
-                let metric = if fig.name == "fig4" { "l2" } else { "angle" };
+                let metric = if matches!(fig.name, "fig4" | "fig7") { "l2" } else { "angle" };
                 let _ = writeln!(
                     r,
                     "\nStability by rewind point ({metric}; mean [min, max] over the pairs of all replicates; comp = random / IMP, the paper's ratio):\n\n| network | k | data order IMP | random | comp | pruning IMP | random | comp |\n|---|---|---|---|---|---|---|---|"

@@ -16,6 +16,12 @@
 //!   paper's numbers.
 //! - `smoke`: minutes, on the bundled `fashion-mnist-sample`: a handful of iterations, 2 levels,
 //!   1 replicate. It checks the pipeline; its numbers mean nothing, and its figure says so.
+//!
+//! The ImageNet networks (figures 6, 7, 8 and 12) have `paper` (the TPU reference schedules in
+//! epochs of ImageNet's 1,281,167 images at batch 1024; the paper's rewind epochs and
+//! sparsities) and `smoke` (the generated `imagenet-miniature`, 6 iterations of batch 8 at 64
+//! pixels, 80 for Inception-v3). There is no `small`: no ImageNet subset is at hand to size and
+//! check one on.
 
 use anyhow::{Result, bail};
 use lt_lottery::{LotterySpec, PruneSpec, TrainSpec};
@@ -43,12 +49,13 @@ impl Scale {
     }
 }
 
-/// The three network families of the paper's CIFAR-10 and MNIST experiments.
+/// The network families: the paper's CIFAR-10 and MNIST experiments, and its ImageNet ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Lenet,
     Resnet,
     Vgg,
+    Imagenet,
 }
 
 pub fn family(preset: &Preset) -> Family {
@@ -56,6 +63,8 @@ pub fn family(preset: &Preset) -> Family {
         Family::Lenet
     } else if preset.model.starts_with("cifar_resnet") {
         Family::Resnet
+    } else if preset.model.starts_with("imagenet_") {
+        Family::Imagenet
     } else {
         Family::Vgg
     }
@@ -80,11 +89,23 @@ pub struct Setup {
     pub rewind: Option<Vec<u64>>,
     /// `--levels`: the pruning levels of the accuracy-vs-sparsity curves instead of the scale's.
     pub levels: Option<u32>,
+    /// The image side of training and evaluation when not the dataset's.
+    pub image_size: Option<u32>,
+}
+
+/// Iterations per epoch of `preset` on its own dataset at its batch size (ImageNet at 1024:
+/// 1,252), which turns the paper's epochs into iterations.
+pub fn paper_per_epoch(preset: &Preset) -> usize {
+    let examples = lt_data::Manifest::named(preset.dataset).ok().and_then(|m| m.splits.get("train").map(|s| s.count));
+    match examples {
+        Some(n) if n > 0 => n.div_ceil(preset.batch_size.max(1)),
+        _ => 1,
+    }
 }
 
 /// The paper's training length of `preset`.
 fn paper_iterations(preset: &Preset) -> u64 {
-    preset.iterations.iterations(1)
+    preset.iterations.iterations(paper_per_epoch(preset))
 }
 
 impl Setup {
@@ -92,6 +113,11 @@ impl Setup {
         let preset = Preset::named(preset)?;
         let family = family(preset);
         let (iterations, batch, replicates) = match (scale, family) {
+            (Scale::Small, Family::Imagenet) => bail!(
+                "{}: the ImageNet figures have no small scale (no ImageNet subset is at hand to size one on); \
+                 --scale smoke runs them in minutes on a generated miniature ImageNet, --scale paper on ImageNet",
+                preset.name
+            ),
             (Scale::Paper, _) => (paper_iterations(preset), preset.batch_size, 3),
             (Scale::Small, Family::Lenet) => (5_000, preset.batch_size, 2),
             (Scale::Small, Family::Resnet) => (500, preset.batch_size, 2),
@@ -99,12 +125,23 @@ impl Setup {
             (Scale::Smoke, Family::Lenet) => (100, preset.batch_size, 1),
             (Scale::Smoke, Family::Resnet) => (10, 16, 1),
             (Scale::Smoke, Family::Vgg) => (4, 8, 1),
+            (Scale::Smoke, Family::Imagenet) => (6, 8, 1),
         };
-        let default_dataset = if scale == Scale::Smoke { "fashion-mnist-sample" } else { preset.dataset };
+        let default_dataset = match (scale, family) {
+            (Scale::Smoke, Family::Imagenet) => lt_data::miniature::NAME,
+            (Scale::Smoke, _) => "fashion-mnist-sample",
+            _ => preset.dataset,
+        };
         let dataset = dataset.unwrap_or(default_dataset).to_string();
         if lt_data::Manifest::named(&dataset).is_err() {
             bail!("unknown dataset {dataset:?}; `lt data list` shows the registry");
         }
+        // The preset's own size on its own dataset; on the miniature, 64 pixels (its manifest's)
+        // except for Inception-v3, whose stem and reductions need at least 75.
+        let image_size = match (scale, family) {
+            (Scale::Smoke, Family::Imagenet) => preset.image_size.map(|_| 80),
+            _ => preset.image_size.filter(|_| dataset == preset.dataset),
+        };
         let factor = iterations as f64 / paper_iterations(preset) as f64;
         let paper = PruneSpec::for_preset(preset).fraction;
         // Two of the paper's levels at once: 1 - 0.8² = 0.36.
@@ -122,7 +159,49 @@ impl Setup {
             fraction,
             rewind: None,
             levels: None,
+            image_size,
         })
+    }
+
+    /// `e` epochs of the paper's schedule, in this scale's iterations.
+    pub fn epochs(&self, e: u64) -> u64 {
+        self.scaled(e * paper_per_epoch(self.preset) as u64)
+    }
+
+    /// The sparsity of the paper's ImageNet figures 6, 7 and 12, as the density left: ResNet-50
+    /// and Inception-v3 70% pruned, SqueezeNet 50%.
+    pub fn imagenet_density(&self) -> f64 {
+        if self.preset.name == "squeezenet" { 0.5 } else { 0.3 }
+    }
+
+    /// The densities of figure 8's one-shot curves: the paper's grid of 0.8^n down to 21% at
+    /// paper scale, two points at smoke.
+    pub fn one_shot_densities(&self) -> Vec<f64> {
+        match self.scale {
+            Scale::Smoke => vec![0.5, 0.3],
+            _ => (1..=7).map(|n| 0.8f64.powi(n)).collect(),
+        }
+    }
+
+    /// Rewind point `k` in words: "epoch E" (of the paper's schedule) for ImageNet, else
+    /// "iteration k".
+    pub fn rewind_label(&self, k: u64) -> String {
+        match self.rewind_axis() {
+            (per, _) if self.family == Family::Imagenet && per > 0.0 => {
+                let e = k as f64 / per;
+                if (e - e.round()).abs() < 0.05 { format!("epoch {e:.0}") } else { format!("epoch {e:.1}") }
+            }
+            _ => format!("iteration {k}"),
+        }
+    }
+
+    /// How rewind points are shown: ImageNet's in epochs of the paper's schedule (the divisor
+    /// turns this scale's iterations into them), the others in iterations.
+    pub fn rewind_axis(&self) -> (f64, &'static str) {
+        match self.family {
+            Family::Imagenet => (paper_per_epoch(self.preset) as f64 * self.factor, "rewind epoch"),
+            _ => (1.0, "rewind iteration k"),
+        }
     }
 
     /// The paper's iteration `k` at this scale (never 0 unless `k` is).
@@ -142,12 +221,16 @@ impl Setup {
             (Scale::Small, _) => 4,
             (Scale::Paper, Family::Lenet | Family::Resnet) => 16,
             (Scale::Paper, Family::Vgg) => 20,
+            // Figure 8's iterative ResNet-50: 20% per level to 16.8% of the weights.
+            (Scale::Paper, Family::Imagenet) => 8,
         }
     }
 
-    /// The level of the stability figures' sparsity (LeNet 10.7%, ResNet-18 16.7%, VGG-19 2.2%).
+    /// The level of the stability figures' sparsity (LeNet 10.7%, ResNet-18 16.7%, VGG-19 2.2%;
+    /// ImageNet: level 1 of a one-shot run to the figure-6 sparsity).
     pub fn stability_level(&self) -> u32 {
         match (self.scale, self.family) {
+            (_, Family::Imagenet) => 1,
             (Scale::Smoke, _) => 2,
             (_, Family::Lenet) => 10,
             // 36% per level at small: 16.8% and 1.8% of the weights left.
@@ -168,10 +251,22 @@ impl Setup {
         }
         let ks: &[u64] = match (self.scale, self.family) {
             (Scale::Smoke, Family::Vgg) => &[0, 1, 2],
+            (Scale::Smoke, Family::Imagenet) => &[0, 2],
             (Scale::Smoke, _) => &[0, 1, 2, 5],
             (Scale::Small, Family::Lenet) => &[0, 50, 100, 250, 500, 1000],
             (Scale::Small, Family::Resnet) => &[0, 25, 50, 100, 200],
             (Scale::Small, Family::Vgg) => &[0, 10, 25, 50, 100],
+            (_, Family::Imagenet) => {
+                // Epochs around the paper's thresholds: 4 of 90, 6 of 171, 10 of 150.
+                let epochs: &[u64] = match self.preset.name {
+                    "resnet50" => &[0, 1, 2, 4, 6, 8],
+                    "inception-v3" => &[0, 2, 4, 6, 8, 12],
+                    _ => &[0, 2, 4, 6, 10, 14],
+                };
+                let mut ks: Vec<u64> = epochs.iter().map(|e| self.epochs(*e)).collect();
+                ks.dedup();
+                return ks.into_iter().filter(|k| *k < self.iterations).collect();
+            }
             (Scale::Paper, _) => &[0, 100, 250, 500, 1000, 2000, 5000],
         };
         ks.iter().copied().filter(|k| *k < self.iterations).collect()
@@ -201,9 +296,10 @@ impl Setup {
 
     /// The training setup of replicate `r`.
     pub fn train_spec(&self, r: u64) -> TrainSpec {
-        let mut t = TrainSpec::from_preset(self.preset, Some(&self.dataset), r, 1);
+        let mut t = TrainSpec::from_preset(self.preset, Some(&self.dataset), r, paper_per_epoch(self.preset));
         t.iterations = self.iterations;
         t.batch_size = self.batch;
+        t.image_size = self.image_size;
         if self.scale != Scale::Paper {
             t.schedule.milestones = t.schedule.milestones.iter().map(|m| self.scaled(*m)).collect();
             t.schedule.milestones.dedup();
@@ -212,9 +308,16 @@ impl Setup {
         t
     }
 
-    /// IMP of replicate `r` rewound to iteration `k` of this scale.
+    /// IMP of replicate `r` rewound to iteration `k` of this scale (the ImageNet networks: one-shot
+    /// to the figure-6 sparsity, as the paper's ImageNet stability figures prune).
     pub fn lottery(&self, r: u64, k: u64) -> LotterySpec {
-        let prune = PruneSpec { fraction: self.fraction, ..PruneSpec::for_preset(self.preset) };
+        let one_shot = (self.family == Family::Imagenet).then(|| self.imagenet_density());
+        self.lottery_with(r, k, one_shot)
+    }
+
+    /// IMP of replicate `r` rewound to `k`, pruned iteratively (`None`) or once to a density.
+    pub fn lottery_with(&self, r: u64, k: u64, one_shot: Option<f64>) -> LotterySpec {
+        let prune = PruneSpec { fraction: self.fraction, one_shot, ..PruneSpec::for_preset(self.preset) };
         LotterySpec { train: self.train_spec(r), rewind: k, prune }
     }
 
@@ -225,7 +328,7 @@ impl Setup {
         if let Some(ks) = &self.rewind {
             return ks.clone();
         }
-        if self.scale == Scale::Small && self.family != Family::Lenet {
+        if (self.scale == Scale::Small && self.family != Family::Lenet) || self.family == Family::Imagenet {
             return self.instability_points();
         }
         let paper: &[u64] = match self.family {
@@ -250,6 +353,14 @@ impl Setup {
             (Scale::Small, Family::Resnet) => 50,
             (Scale::Small, Family::Vgg) => 25,
             (_, Family::Vgg) => self.scaled(100),
+            (Scale::Smoke, Family::Imagenet) => 2,
+            // Figure 8: just past the epochs where rewinding matched the dense network (4, 6 and
+            // 10); ResNet-50's 6 is the paper's own (its iterative panel).
+            (_, Family::Imagenet) => self.epochs(match self.preset.name {
+                "resnet50" => 6,
+                "inception-v3" => 8,
+                _ => 12,
+            }),
             _ => self.scaled(500),
         }
     }
@@ -262,6 +373,23 @@ impl Setup {
             Family::Lenet => 0.025,
             Family::Resnet => 3.0,
             Family::Vgg => 19.0,
+            // At the smoke scale's 64-80 pixels (about 1/10 of the FLOPs at 224-299).
+            Family::Imagenet => match self.preset.name {
+                "squeezenet" => 3.0,
+                "inception-v3" => 25.0,
+                _ => 20.0,
+            },
+        }
+    }
+
+    /// Training images per second assumed for one data-centre GPU (fp32, the paper's input size)
+    /// in the paper-scale estimates of the ImageNet figures: torchvision-class throughput, not a
+    /// measurement of this engine (`cargo xtask gpu-check` measures it where a GPU is at hand).
+    pub fn gpu_images_per_second(&self) -> f64 {
+        match self.preset.name {
+            "squeezenet" => 4_000.0,
+            "inception-v3" => 800.0,
+            _ => 1_200.0,
         }
     }
 }
