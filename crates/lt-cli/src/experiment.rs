@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// Use only the first N training examples (reduced-scale runs).
     #[arg(long, value_name = "N")]
     pub train_examples: Option<usize>,
+    /// Gradient accumulation: pass each batch in K micro-batches and sum their gradients before
+    /// the step (the preset's batch where memory holds fewer examples; BatchNorm sees K smaller
+    /// batches). A hyperparameter: it names the run's folder.
+    #[arg(long, value_name = "K")]
+    pub accumulate: Option<usize>,
     /// Train and evaluate at N×N pixels instead of the preset's (ImageNet-style datasets: the
     /// random crop of training, the central crop of evaluation), e.g. 64 for a quick check.
     #[arg(long, value_name = "N")]
@@ -174,6 +179,7 @@ impl RunArgs {
         train.iterations = self.iters.unwrap_or(preset.iterations).iterations(per_epoch);
         train.train_examples = self.train_examples;
         train.image_size = image_size;
+        train.accumulate = self.accumulate.filter(|k| *k > 1);
         if let Some(lr) = self.lr {
             train.schedule.lr = lr;
         }

@@ -44,6 +44,11 @@ pub struct TrainArgs {
     /// Use only the first N training examples (reduced-scale runs).
     #[arg(long, value_name = "N")]
     train_examples: Option<usize>,
+    /// Gradient accumulation: pass each batch in K micro-batches and sum their gradients before
+    /// the step (the preset's batch where memory holds fewer examples; BatchNorm sees K smaller
+    /// batches).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    accumulate: usize,
     /// Train and evaluate at N×N pixels instead of the preset's (ImageNet-style datasets).
     #[arg(long, value_name = "N")]
     image_size: Option<u32>,
@@ -84,6 +89,7 @@ pub fn run(args: TrainArgs, loc: &Locations) -> Result<std::process::ExitCode> {
         eval_every,
         checkpoint_every: eval_every,
         save_at: vec![],
+        accumulate: args.accumulate,
     };
     let dir =
         args.out.unwrap_or_else(|| PathBuf::from(format!("results/train/{}-{dataset}-seed{}", preset.name, args.seed)));

@@ -226,6 +226,7 @@ pub fn prepare(spec: &TrainSpec, job: &Job, ctx: &Context) -> Result<Trainer, Er
         eval_every,
         checkpoint_every: if ctx.exec.checkpoint_every > 0 { ctx.exec.checkpoint_every } else { eval_every },
         save_at: job.save_at.clone(),
+        accumulate: spec.accumulate.unwrap_or(1),
     };
     Ok(Trainer::new(model, ctx.data.train.clone(), Some(ctx.data.test.clone()), masks, config, &job.dir, device)?)
 }

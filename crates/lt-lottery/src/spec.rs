@@ -34,6 +34,9 @@ pub struct TrainSpec {
     pub iterations: u64,
     /// Examples per batch.
     pub batch_size: usize,
+    /// Gradient accumulation: micro-batches per batch (`lt_train::RunConfig::accumulate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accumulate: Option<usize>,
     /// The optimizer.
     pub optimizer: OptimizerConfig,
     /// The learning-rate schedule.
@@ -56,6 +59,7 @@ impl TrainSpec {
             image_size: preset.image_size,
             iterations: preset.iterations.iterations(per_epoch),
             batch_size: preset.batch_size,
+            accumulate: None,
             optimizer: preset.optimizer,
             schedule: preset.schedule(per_epoch),
             seed: replicate,
@@ -175,6 +179,14 @@ impl LotterySpec {
         }
         if self.train.iterations == 0 {
             return Err(Error::Request("training must last at least one iteration".into()));
+        }
+        if let Some(k) = self.train.accumulate
+            && (k == 0 || !self.train.batch_size.is_multiple_of(k))
+        {
+            return Err(Error::Request(format!(
+                "gradient accumulation splits a batch into equal micro-batches: the batch size {} is not a multiple of {k} (--accumulate)",
+                self.train.batch_size
+            )));
         }
         Ok(())
     }

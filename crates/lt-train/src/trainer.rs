@@ -53,6 +53,17 @@ pub struct RunConfig {
     pub checkpoint_every: u64,
     /// Iterations at which to keep a snapshot `step_K.safetensors` (e.g. the rewind point).
     pub save_at: Vec<u64>,
+    /// Gradient accumulation: each batch is passed in this many micro-batches whose gradients
+    /// are summed (weighted by their sizes) before the one optimizer step, so a batch of 1,024
+    /// trains where memory holds fewer examples. The examples and their order are the batch's;
+    /// BatchNorm normalizes each micro-batch by its own statistics and updates its running
+    /// statistics once per micro-batch (as PyTorch's accumulation does). 1: off.
+    #[serde(default = "one")]
+    pub accumulate: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl RunConfig {
@@ -62,6 +73,12 @@ impl RunConfig {
         self.schedule.validate()?;
         if self.batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        if self.accumulate == 0 || !self.batch_size.is_multiple_of(self.accumulate) {
+            return Err(Error::Config(format!(
+                "gradient accumulation splits a batch into equal micro-batches: the batch size {} is not a multiple of {} (--accumulate)",
+                self.batch_size, self.accumulate
+            )));
         }
         if self.start_iteration > self.iterations {
             return Err(Error::Config(format!(
@@ -318,6 +335,51 @@ impl Trainer {
         Ok(())
     }
 
+    /// The mean loss of `batch` (iteration `t`) and its gradients: one pass, or the sum of the
+    /// micro-batches' gradients, each weighted by its share of the batch (`accumulate`).
+    fn gradients(
+        &self,
+        batch: &lt_data::Batch,
+        t: u64,
+        params: &[(String, candle_core::Var)],
+    ) -> Result<(f32, candle_core::backprop::GradStore), Error> {
+        let key = dropout_key(self.config.data_order_seed, t);
+        let n = batch.labels.dim(0)?;
+        let parts = self.config.accumulate.max(1);
+        if parts == 1 {
+            self.model.set_dropout_key(key);
+            let logits = self.model.forward_t(&batch.images, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            return Ok((loss.to_scalar::<f32>()?, loss.backward()?));
+        }
+        // The last batch of an epoch may be short: micro-batches of ceil(n / parts).
+        let size = n.div_ceil(parts);
+        let (mut total, mut sum): (f32, Option<candle_core::backprop::GradStore>) = (0.0, None);
+        for (i, start) in (0..n).step_by(size).enumerate() {
+            let len = size.min(n - start);
+            self.model.set_dropout_key(lt_data::derive_key(&[key, i as u64]));
+            let logits = self.model.forward_t(&batch.images.narrow(0, start, len)?, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels.narrow(0, start, len)?)?;
+            let loss = (loss * (len as f64 / n as f64))?;
+            total += loss.to_scalar::<f32>()?;
+            let grads = loss.backward()?;
+            match &mut sum {
+                None => sum = Some(grads),
+                Some(acc) => {
+                    for (_, var) in params {
+                        let Some(g) = grads.get(var.as_tensor()) else { continue };
+                        let g = match acc.get(var.as_tensor()) {
+                            Some(prev) => (prev + g)?,
+                            None => g.clone(),
+                        };
+                        acc.insert(var.as_tensor(), g);
+                    }
+                }
+            }
+        }
+        Ok((total, sum.ok_or_else(|| Error::Config("an empty batch".into()))?))
+    }
+
     /// Trains to the configured end, evaluating, logging and checkpointing on the way.
     pub fn run(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<Summary, Error> {
         let start = Instant::now();
@@ -337,14 +399,10 @@ impl Trainer {
             let t = self.iteration;
             let batch = self.loader.batch(t)?;
             let lr = self.config.schedule.lr_at(t);
-            self.model.set_dropout_key(dropout_key(self.config.data_order_seed, t));
-            let logits = self.model.forward_t(&batch.images, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
-            let value = loss.to_scalar::<f32>()?;
+            let (value, grads) = self.gradients(&batch, t, &params)?;
             if !value.is_finite() {
                 return Err(Error::Diverged { iteration: t, loss: value, last_good });
             }
-            let grads = loss.backward()?;
             self.optimizer.step(&params, &grads, lr, &self.masks)?;
             self.iteration += 1;
             loss_sum += value as f64;

@@ -36,6 +36,7 @@ fn config(iterations: u64, optimizer: OptimizerConfig, lr: f64) -> RunConfig {
         eval_every: 0,
         checkpoint_every: 10,
         save_at: vec![0, 5],
+        accumulate: 1,
     }
 }
 
@@ -243,4 +244,33 @@ fn a_start_past_the_end_is_refused() {
     c.start_iteration = 11;
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("start iteration 11 is past the end of training (10)"), "{err}");
+}
+
+/// Gradient accumulation: three micro-batches of 20 give LeNet (no BatchNorm, no dropout) the
+/// step of one batch of 60, up to the order of the sums; a batch that does not split evenly is
+/// refused before training.
+#[test]
+fn accumulated_micro_batches_take_the_step_of_the_whole_batch() {
+    let run = |accumulate: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RunConfig {
+            accumulate,
+            save_at: vec![],
+            ..config(3, OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 1e-4 }, 0.05)
+        };
+        let mut trainer = lenet_run(lenet(3), 600, config, dir.path()).unwrap();
+        let summary = trainer.run(&mut |_| {}).unwrap();
+        assert_eq!(summary.iterations, 3);
+        weights(trainer.model())
+    };
+    let (whole, parts) = (run(1), run(3));
+    for ((name, a), (_, b)) in whole.iter().zip(&parts) {
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{name}: {worst}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        RunConfig { accumulate: 7, ..config(3, OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 1e-4 }, 0.05) };
+    let err = lenet_run(lenet(3), 600, config, dir.path()).err().unwrap().to_string();
+    assert!(err.contains("not a multiple of 7"), "{err}");
 }

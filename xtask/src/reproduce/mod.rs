@@ -69,6 +69,11 @@ struct Args {
     /// trained.
     #[arg(long)]
     levels: Option<u32>,
+    /// Gradient accumulation: pass each batch in K micro-batches (the paper's batch of 1,024 on
+    /// a GPU whose memory holds fewer examples; BatchNorm sees K smaller batches). A
+    /// hyperparameter: its runs are other folders of the store.
+    #[arg(long, value_name = "K")]
+    accumulate: Option<usize>,
     /// Print the plan and the time estimate, run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -112,6 +117,7 @@ impl Args {
         opt("--replicates", self.replicates.map(|n| n.to_string()));
         opt("--rewind", self.rewind.as_ref().map(|ks| ks.iter().map(u64::to_string).collect::<Vec<_>>().join(",")));
         opt("--levels", self.levels.map(|n| n.to_string()));
+        opt("--accumulate", self.accumulate.map(|n| n.to_string()));
         opt("--device", self.device.is_cuda().then(|| self.device.to_string()));
         Ok(c)
     }
@@ -314,7 +320,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         {
             print!("{}", figure_help(fig)?);
             println!(
-                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --out DIR  --store DIR  --dry-run\n         --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
+                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --accumulate K  --out DIR  --store DIR  --dry-run\n         --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
             );
             return Ok(());
         }
@@ -355,6 +361,16 @@ pub fn run(raw: &[String]) -> Result<()> {
             }
             if let Some(ks) = &args.rewind {
                 setup.rewind = Some(rewind_points(def.name, &setup, ks)?);
+            }
+            if let Some(k) = args.accumulate.filter(|k| *k > 1) {
+                if !setup.batch.is_multiple_of(k) {
+                    bail!(
+                        "--accumulate {k}: {}'s batch of {} does not split into {k} equal micro-batches",
+                        p,
+                        setup.batch
+                    );
+                }
+                setup.accumulate = Some(k);
             }
             if def.name == "fig6" && args.scale == Scale::Paper && args.replicates.is_none() {
                 // The paper's Figure 6: five trials.

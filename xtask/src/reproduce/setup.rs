@@ -91,6 +91,8 @@ pub struct Setup {
     pub levels: Option<u32>,
     /// The image side of training and evaluation when not the dataset's.
     pub image_size: Option<u32>,
+    /// `--accumulate`: micro-batches per batch.
+    pub accumulate: Option<usize>,
 }
 
 /// Iterations per epoch of `preset` on its own dataset at its batch size (ImageNet at 1024:
@@ -160,6 +162,7 @@ impl Setup {
             rewind: None,
             levels: None,
             image_size,
+            accumulate: None,
         })
     }
 
@@ -300,6 +303,7 @@ impl Setup {
         t.iterations = self.iterations;
         t.batch_size = self.batch;
         t.image_size = self.image_size;
+        t.accumulate = self.accumulate;
         if self.scale != Scale::Paper {
             t.schedule.milestones = t.schedule.milestones.iter().map(|m| self.scaled(*m)).collect();
             t.schedule.milestones.dedup();
