@@ -420,7 +420,7 @@ fn a_cifar_batch_that_is_not_whole_records_is_refused() {
 
 /// The ImageNet presets train on a packed tree: one IMP level with rewinding of SqueezeNet (the
 /// paper's schedule in epochs, here of 2 iterations each), and a step of ResNet-50 and of
-/// Inception-v3 (RMSProp) at their own input sizes.
+/// Inception-v3 (RMSProp) at small input sizes, top-5 beside top-1.
 #[test]
 fn the_imagenet_presets_train_on_a_packed_tree() {
     let sb = Sandbox::new();
@@ -453,7 +453,8 @@ fn the_imagenet_presets_train_on_a_packed_tree() {
     assert!(csv.lines().next().is_some_and(|h| h.ends_with(",loss,top5")), "{csv}");
     assert!(csv.lines().nth(1).is_some_and(|l| !l.ends_with(',')), "every level has a top-5: {csv}");
     assert_eq!(text.lines().filter(|l| l.trim_start().starts_with(['0', '1']) && l.contains('%')).count(), 2, "{text}");
-    for preset in ["resnet50", "inception-v3"] {
+    // At small input sizes (Inception-v3's stem and reductions need at least 75 pixels).
+    for (preset, size) in [("resnet50", "64"), ("inception-v3", "80")] {
         let run = sb.path().join(preset);
         let o = sb.lt(&[
             "--data-dir",
@@ -465,6 +466,8 @@ fn the_imagenet_presets_train_on_a_packed_tree() {
             "2",
             "--iters",
             "1it",
+            "--image-size",
+            size,
             "--out",
             run.to_str().unwrap(),
         ]);
@@ -473,4 +476,33 @@ fn the_imagenet_presets_train_on_a_packed_tree() {
         // 3 images of 3 classes, 1,000 outputs: the top-5 is reported beside the top-1.
         assert!(stdout(&o).contains("(top-5 "), "{preset}: {}", stdout(&o));
     }
+}
+
+/// `lt data fetch imagenet-miniature` generates the miniature ImageNet (nothing to download) where
+/// `lt` finds it, and it verifies; a wrong --image-size for a dataset without crops is refused.
+#[test]
+fn the_miniature_imagenet_is_generated_by_fetch() {
+    let sb = Sandbox::new();
+    let o = sb.lt(&["data", "fetch", "imagenet-miniature"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sb.lt(&["data", "verify", "imagenet-miniature"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("split train: 240 examples read"), "{}", stdout(&o));
+    let o = sb.lt(&[
+        "lottery",
+        "--preset",
+        "squeezenet",
+        "--dataset",
+        "imagenet-miniature",
+        "--batch",
+        "8",
+        "--accumulate",
+        "3",
+        "--iters",
+        "2it",
+        "--out",
+        sb.path().join("store").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a multiple of 3"), "{}", stderr(&o));
 }

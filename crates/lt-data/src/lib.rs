@@ -1,8 +1,9 @@
 //! `lt-data` owns everything between dataset files on disk and batches of tensors: the dataset
 //! registry (`datasets/*.toml`, embedded), finding a dataset on this machine, fetching and verifying
 //! it, reading the official formats in place through memory maps (IDX for MNIST and Fashion-MNIST,
-//! CIFAR-10 binary batches, and ImageNet packed into shards by [`pack_imagenet`]), augmentation, and
-//! the deterministic [`DataOrder`] that the paper's stability experiments hold fixed or vary.
+//! CIFAR-10 binary batches, and ImageNet packed into shards by [`pack_imagenet`]), a generated
+//! miniature ImageNet for pipeline checks ([`miniature`]), augmentation, and the deterministic
+//! [`DataOrder`] that the paper's stability experiments hold fixed or vary.
 //!
 //! It does not own models, training, or anything printed: progress comes back through callbacks,
 //! and the `lt` binary renders it.
