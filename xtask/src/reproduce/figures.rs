@@ -498,6 +498,18 @@ fn point(x: f64, s: Stats) -> Point {
     Point { x, y: s.mean, lo: s.min, hi: s.max }
 }
 
+/// Mean [min, max] (× `scale`) of the rows that `keep` selects, one point per network at its
+/// position in `nets` (the categorical charts).
+fn by_network(nets: &[String], rows: &[Row], scale: f64, keep: impl Fn(&Row) -> bool) -> Vec<Point> {
+    nets.iter()
+        .enumerate()
+        .filter_map(|(x, net)| {
+            let v: Vec<f64> = rows.iter().filter(|r| &r.network == net && keep(r)).map(|r| scale * r.value).collect();
+            Some(point(x as f64, stats(&v)?))
+        })
+        .collect()
+}
+
 /// Mean [min, max] of `metric` for `series` of `network` at each rewind point (× `scale`).
 fn by_rewind(rows: &[Row], network: &str, series: &str, metric: &str, scale: f64) -> Vec<Point> {
     let mut by_k: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
@@ -708,22 +720,9 @@ impl Figure {
                             name: if *sub == "imp" { "IMP".into() } else { "random pruning".into() },
                             color: COLORS[i],
                             dashed: false,
-                            points: nets
-                                .iter()
-                                .enumerate()
-                                .filter_map(|(x, net)| {
-                                    let v: Vec<f64> = rows
-                                        .iter()
-                                        .filter(|r| {
-                                            &r.network == net
-                                                && r.series == *sub
-                                                && r.metric == format!("{what}-{metric}")
-                                        })
-                                        .map(|r| r.value)
-                                        .collect();
-                                    Some(point(x as f64, stats(&v)?))
-                                })
-                                .collect(),
+                            points: by_network(&nets, rows, 1.0, |r| {
+                                r.series == *sub && r.metric == format!("{what}-{metric}")
+                            }),
                         })
                         .collect();
                     charts.push(Chart {
@@ -745,18 +744,7 @@ impl Figure {
                         name: (*name).into(),
                         color: COLORS[i],
                         dashed: false,
-                        points: nets
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(x, net)| {
-                                let v: Vec<f64> = rows
-                                    .iter()
-                                    .filter(|r| &r.network == net && r.metric == *metric)
-                                    .map(|r| 100.0 * r.value)
-                                    .collect();
-                                Some(point(x as f64, stats(&v)?))
-                            })
-                            .collect(),
+                        points: by_network(&nets, rows, 100.0, |r| r.metric == *metric),
                     })
                     .collect();
                 charts.push(Chart {
