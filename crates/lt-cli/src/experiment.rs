@@ -139,7 +139,7 @@ impl ScheduleArgs {
 /// The image side a run trains at: `--image-size`, else the preset's own on the preset's dataset
 /// (Inception-v3: 299 on ImageNet), else the dataset's.
 pub fn image_size(arg: Option<u32>, preset: &Preset, dataset: &str) -> Option<u32> {
-    arg.or(preset.image_size.filter(|_| dataset == preset.dataset))
+    arg.or(preset.image_size_on(dataset))
 }
 
 /// What opening a run may do.

@@ -154,6 +154,12 @@ pub const PRESETS: &[Preset] = &[
 ];
 
 impl Preset {
+    /// The image side it trains at on `dataset`: its own on the dataset it was made for
+    /// (Inception-v3: 299 on ImageNet), else the dataset's (`None`).
+    pub fn image_size_on(&self, dataset: &str) -> Option<u32> {
+        self.image_size.filter(|_| dataset == self.dataset)
+    }
+
     /// The preset called `name`.
     pub fn named(name: &str) -> Result<&'static Preset, crate::Error> {
         PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {

@@ -127,7 +127,6 @@ pub type Results = BTreeMap<String, TaskResult>;
 #[derive(Debug, Clone)]
 pub struct Curve {
     pub name: String,
-    pub dashed: bool,
     /// The rewind point (an iteration of the figure's scale).
     pub k: u64,
     pub branch: Option<BranchKind>,
@@ -138,7 +137,12 @@ pub struct Curve {
 
 impl Curve {
     fn new(name: impl Into<String>, k: u64, branch: Option<BranchKind>) -> Curve {
-        Curve { name: name.into(), dashed: branch == Some(BranchKind::Reinit), k, branch, one_shot: false }
+        Curve { name: name.into(), k, branch, one_shot: false }
+    }
+
+    /// The randomly reinitialized controls are drawn dashed.
+    fn dashed(&self) -> bool {
+        self.branch == Some(BranchKind::Reinit)
     }
 
     fn one_shot(self) -> Curve {
@@ -683,7 +687,7 @@ impl Figure {
                         series.push(Series {
                             name: curve.name.clone(),
                             color: COLORS[i % COLORS.len()],
-                            dashed: curve.dashed,
+                            dashed: curve.dashed(),
                             points,
                         });
                     }

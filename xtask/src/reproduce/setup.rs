@@ -98,11 +98,11 @@ pub struct Setup {
 /// Iterations per epoch of `preset` on its own dataset at its batch size (ImageNet at 1024:
 /// 1,252), which turns the paper's epochs into iterations.
 pub fn paper_per_epoch(preset: &Preset) -> usize {
-    let examples = lt_data::Manifest::named(preset.dataset).ok().and_then(|m| m.splits.get("train").map(|s| s.count));
-    match examples {
-        Some(n) if n > 0 => n.div_ceil(preset.batch_size.max(1)),
-        _ => 1,
-    }
+    lt_data::Manifest::named(preset.dataset)
+        .ok()
+        .and_then(|m| m.splits.get("train").map(|s| s.count))
+        .and_then(|n| lt_data::DataOrder::new(0, n, preset.batch_size).ok())
+        .map_or(1, |order| order.iterations_per_epoch())
 }
 
 /// The paper's training length of `preset`.
@@ -142,7 +142,7 @@ impl Setup {
         // except for Inception-v3, whose stem and reductions need at least 75.
         let image_size = match (scale, family) {
             (Scale::Smoke, Family::Imagenet) => preset.image_size.map(|_| 80),
-            _ => preset.image_size.filter(|_| dataset == preset.dataset),
+            _ => preset.image_size_on(&dataset),
         };
         let factor = iterations as f64 / paper_iterations(preset) as f64;
         let paper = PruneSpec::for_preset(preset).fraction;
