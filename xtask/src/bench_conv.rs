@@ -41,24 +41,52 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (mut reps, mut threads, mut only) = (5usize, 2usize, None::<String>);
+    let (mut reps, mut threads, mut only, mut gemm) = (5usize, 2usize, None::<String>, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-h" | "--help" => {
-                println!("usage: cargo xtask bench conv [--reps N] [--threads N] [--models resnet20,vgg19]");
+                println!("usage: cargo xtask bench conv [--reps N] [--threads N] [--models resnet20,vgg19] [--gemm]");
                 return Ok(());
             }
             "--reps" => reps = it.next().context("--reps needs a value")?.parse()?,
             "--threads" => threads = it.next().context("--threads needs a value")?.parse()?,
             "--models" => only = Some(it.next().context("--models needs a value")?.clone()),
+            "--gemm" => gemm = true,
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask bench conv [--reps N] [--threads N] [--models resnet20,vgg19]"
+                "unknown argument {other:?}; usage: cargo xtask bench conv [--reps N] [--threads N] [--models resnet20,vgg19] [--gemm]"
             ),
         }
     }
+    if gemm {
+        gemm_table();
+    }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
     pool.install(|| table(reps.max(1), only.as_deref()))
+}
+
+/// `--gemm`: the matrix products alone at the convolutions' shapes (forward of a 16-channel
+/// 32x32 layer, its weight gradient with the inner dimension contiguous in both operands, then
+/// VGG-19's wider products), one thread and two at once: how far the convolutions' own work
+/// (im2col, packing, copies) keeps them from the GEMM's rate.
+fn gemm_table() {
+    let peak = lt_kernels::cpu::measured_peak_gflops(1, std::time::Duration::from_millis(200));
+    println!("matrix products alone, best of 20; one thread's measured peak: {peak:.1} GFLOP/s");
+    println!("{:>5} {:>5} {:>5} {:>4} {:>12} {:>16}", "m", "n", "k", "Bᵀ", "1 thread GF", "2 threads GF");
+    for (m, n, k, t) in [
+        (16, 1024, 144, false),
+        (16, 144, 1024, true),
+        (64, 512, 576, false),
+        (128, 512, 1152, false),
+        (512, 512, 4608, false),
+    ] {
+        let one = lt_kernels::cpu::matmul_gflops(m, n, k, t, 20);
+        let both: f64 = std::thread::scope(|s| {
+            let h: Vec<_> = (0..2).map(|_| s.spawn(move || lt_kernels::cpu::matmul_gflops(m, n, k, t, 20))).collect();
+            h.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        println!("{m:>5} {n:>5} {k:>5} {:>4} {one:>12.1} {both:>16.1}", if t { "yes" } else { "" });
+    }
 }
 
 fn table(reps: usize, only: Option<&str>) -> Result<()> {

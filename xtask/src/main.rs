@@ -3,7 +3,7 @@
 //! - `cargo xtask reproduce figN [--scale smoke|small|paper] ...`: one figure of the paper (see `reproduce/`).
 //! - `cargo xtask bench data [--json] [--step-ms MS]`: data-pipeline throughput (see `bench.rs`).
 //! - `cargo xtask bench train [--json] [--steps N] [--threads N]`: training steps vs PyTorch (see `bench_train.rs`).
-//! - `cargo xtask bench conv [--reps N] [--threads N]`: convolution layers one by one (see `bench_conv.rs`).
+//! - `cargo xtask bench conv [--reps N] [--threads N] [--gemm]`: convolution layers one by one (see `bench_conv.rs`).
 //! - `cargo xtask bench sparse [--reps N] [--threads N]`: sparse vs dense layers by density (see `bench_sparse.rs`).
 //! - `cargo xtask render DIR...`: re-draws finished figures from their `data.json` (see `reproduce/`).
 //! - `cargo xtask fixtures`: regenerates lt-train's PyTorch step fixtures (see `fixtures.rs`).

@@ -19,8 +19,9 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::matmul::{Order, matmul, matmul_into, row_major, transposed};
+use crate::matmul::{Order, matmul, matmul_im2col, matmul_into, pack_left, row_major, transposed};
 use crate::record::{apply2, apply3};
+use crate::sgemm::Im2col;
 use crate::simd::{add_into, add_scalar, sum, written};
 use crate::slices::{contiguous, with_slice};
 
@@ -279,61 +280,102 @@ impl Geometry {
     }
 
     /// `y = conv(x, w)` for the whole batch: each thread takes its share of the images, im2cols
-    /// them a group at a time and multiplies by the weights once per group.
+    /// them a group at a time and multiplies by the weights once per group. Where this crate's
+    /// AVX-512 GEMM runs the product and the convolution keeps the image size (stride 1, "same"
+    /// padding), the im2col matrix is never stored: the GEMM packs its panels from the images.
     fn forward(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         let (crs, pq, kpq) = (self.crs(), self.pq(), self.k * self.pq());
         let chunk = images_per_chunk(self.n);
         let group = self.group(chunk);
-        let narrow = self.k <= NARROW_OUTPUT;
+        let narrow = self.k <= NARROW_OUTPUT && !crate::sgemm::nn_for(self.k);
         let order = if narrow { Order::ColumnMajor } else { Order::RowMajor };
+        let implicit = self.stride == 1
+            && !self.direct()
+            && Im2col::fits(self.h, self.w, self.r, self.s, self.pad)
+            && crate::sgemm::implicit_available();
+        // The weights packed once for every group and thread.
+        let packed = implicit.then(|| pack_left(self.k, crs, w));
         let fill = |y: &mut [MaybeUninit<f32>]| {
             y.par_chunks_mut(chunk * kpq).zip(x.par_chunks(chunk * self.image())).for_each(|(ys, xs)| {
                 let wv = row_major(w, crs);
                 let (mut col, mut out) = (Vec::new(), Vec::new());
+                let mut panels = match &packed {
+                    Some(packed) => {
+                        Im2col::new(xs, self.c, self.h, self.w, self.r, self.s, self.pad).map(|p| (p, packed))
+                    }
+                    None => None,
+                };
                 for (yg, xg) in ys.chunks_mut(group * kpq).zip(xs.chunks(group * self.image())) {
                     let images = xg.len() / self.image();
-                    let b = if images == 1 && self.direct() {
-                        row_major(xg, pq)
+                    let cols = images * pq;
+                    if let Some((panels, packed)) = panels.as_mut() {
+                        panels.set_images(xg);
+                        if images == 1 {
+                            matmul_im2col(yg, self.k, pq, crs, packed, panels);
+                        } else {
+                            out.clear();
+                            out.reserve(self.k * cols);
+                            matmul_im2col(
+                                &mut out.spare_capacity_mut()[..self.k * cols],
+                                self.k,
+                                cols,
+                                crs,
+                                packed,
+                                panels,
+                            );
+                            // SAFETY: `matmul_im2col` wrote the K × cols product.
+                            unsafe { out.set_len(self.k * cols) };
+                            self.scatter(&out, Order::RowMajor, yg);
+                        }
                     } else {
-                        let cols = self.im2col_group(xg, &mut col);
-                        row_major(&col, cols)
-                    };
-                    if images == 1 && !narrow {
-                        matmul_into(yg, self.k, pq, crs, wv, b);
-                    } else {
-                        let cols = images * pq;
-                        out.resize(self.k * cols, 0.0);
-                        matmul(&mut out, order, self.k, cols, crs, wv, b, false);
-                        for (i, yn) in yg.chunks_mut(kpq).enumerate() {
-                            for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
-                                match order {
-                                    Order::RowMajor => {
-                                        for (d, v) in dst.iter_mut().zip(&out[k * cols + i * pq..][..pq]) {
-                                            d.write(*v);
-                                        }
-                                    }
-                                    // Strided reads of the transposed product (it is in cache).
-                                    Order::ColumnMajor => {
-                                        for (d, v) in
-                                            dst.iter_mut().zip(out[i * pq * self.k + k..].iter().step_by(self.k))
-                                        {
-                                            d.write(*v);
-                                        }
-                                    }
-                                }
-                            }
+                        let b = if images == 1 && self.direct() {
+                            row_major(xg, pq)
+                        } else {
+                            let cols = self.im2col_group(xg, &mut col);
+                            row_major(&col, cols)
+                        };
+                        if images == 1 && !narrow {
+                            matmul_into(yg, self.k, pq, crs, wv, b);
+                        } else {
+                            out.resize(self.k * cols, 0.0);
+                            matmul(&mut out, order, self.k, cols, crs, wv, b, false);
+                            self.scatter(&out, order, yg);
                         }
                     }
                     if let Some(bias) = bias {
-                        // SAFETY: the group's output was written whole, by `matmul_into` or the copy.
+                        // SAFETY: the group's output was written whole, by a product or the copy.
                         add_bias(unsafe { assume_written(yg) }, bias, pq);
                     }
                 }
             })
         };
-        // SAFETY: every image's K × P·Q block is written whole, by `matmul_into` or by the copy
-        // out of the group's product.
+        // SAFETY: every image's K × P·Q block is written whole, by a product straight into it or
+        // by the copy out of the group's product.
         unsafe { written(self.n * kpq, fill) }
+    }
+
+    /// Copies a group's product `out` (K × images·P·Q, laid out as `order` says) into the
+    /// images' K × P·Q output blocks `yg`.
+    fn scatter(&self, out: &[f32], order: Order, yg: &mut [MaybeUninit<f32>]) {
+        let (pq, kpq) = (self.pq(), self.k * self.pq());
+        let cols = yg.len() / kpq * pq;
+        for (i, yn) in yg.chunks_mut(kpq).enumerate() {
+            for (k, dst) in yn.chunks_exact_mut(pq).enumerate() {
+                match order {
+                    Order::RowMajor => {
+                        for (d, v) in dst.iter_mut().zip(&out[k * cols + i * pq..][..pq]) {
+                            d.write(*v);
+                        }
+                    }
+                    // Strided reads of the transposed product (it is in cache).
+                    Order::ColumnMajor => {
+                        for (d, v) in dst.iter_mut().zip(out[i * pq * self.k + k..].iter().step_by(self.k)) {
+                            d.write(*v);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -513,7 +555,7 @@ impl CustomOp2 for BackwardWeight {
         let group = g.group(chunk);
         // Transposed when the gradient is narrow and not wider than it is long: a 64 x 27 first
         // layer runs 1.4x faster row-major, a 16 x 27 one 1.5x faster transposed (`gemm` alone).
-        let narrow = g.k <= NARROW_WEIGHT_GRADIENT && g.k <= crs;
+        let narrow = g.k <= NARROW_WEIGHT_GRADIENT && g.k <= crs && !crate::sgemm::nt_for(g.k);
         let order = if narrow { Order::ColumnMajor } else { Order::RowMajor };
         let partials: Vec<Vec<f32>> = x
             .par_chunks(chunk * g.image())
@@ -643,6 +685,17 @@ mod tests {
         check(3, 16, 32, 32, 32, 1, 2, 0, 3);
         check(2, 8, 8, 8, 4, 1, 1, 0, 4);
         check(1, 3, 7, 5, 2, 3, 1, 0, 5);
+    }
+
+    /// Stride 1 with "same" padding and P·Q a multiple of 16: on AVX-512 CPUs the im2col matrix
+    /// is packed straight from the images (one image per product, or a group of 4x4 ones, or
+    /// non-square images, or a 5x5 kernel), the backward-data pass likewise.
+    #[test]
+    fn implicit_im2col_shapes_match_candle() {
+        check(3, 4, 4, 4, 8, 3, 1, 1, 20);
+        check(2, 3, 8, 4, 5, 3, 1, 1, 21);
+        check(2, 3, 8, 8, 17, 5, 1, 2, 22);
+        check(40, 2, 4, 4, 9, 3, 1, 1, 23);
     }
 
     /// Wide layers take the row-major GEMM paths (output above [`NARROW_OUTPUT`] channels, weight

@@ -41,13 +41,15 @@ impl Isa {
     }
 }
 
-/// The tier each kernel family runs at on this CPU: the `gemm` micro-kernels (convolutions and
-/// dense layers), this crate's elementwise loops (BatchNorm, ReLU, residual adds, optimizer
-/// updates) and the sparse products (AVX2 at most). `LT_KERNELS_ISA=avx2|baseline` caps the
-/// families of this crate (to compare tiers on one machine); `gemm` chooses for itself.
+/// The tier each kernel family runs at on this CPU: the `gemm` crate's micro-kernels (the
+/// products this crate's own GEMM does not take), this crate's own GEMM (`sgemm`: AVX-512 only;
+/// below that tier its products go to `gemm`), its elementwise loops (BatchNorm, ReLU, residual
+/// adds, optimizer updates) and the sparse products (AVX2 at most). `LT_KERNELS_ISA=avx2|baseline`
+/// caps the families of this crate (to compare tiers on one machine); `gemm` chooses for itself.
 pub fn kernel_tiers() -> Vec<(&'static str, Isa)> {
     let own = crate::simd::tier();
-    vec![("gemm", Isa::detect()), ("elementwise", own), ("sparse", own.min(Isa::Avx2))]
+    let sgemm = if crate::sgemm::available() { Isa::Avx512 } else { Isa::Baseline };
+    vec![("gemm", Isa::detect()), ("sgemm", sgemm), ("elementwise", own), ("sparse", own.min(Isa::Avx2))]
 }
 
 /// The CPU's model name (`/proc/cpuinfo`), or "unknown".
@@ -138,6 +140,31 @@ macro_rules! fma_kernel {
 fma_kernel!(fma512, "avx512f", 16, __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
 fma_kernel!(fma256, "avx2,fma", 8, __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
 
+/// GFLOP/s of one thread multiplying an m × k by a k × n matrix (`b_transposed`: B given as its
+/// n × k transpose, the inner dimension contiguous in both, as a convolution's weight gradient
+/// has it), best of `reps`, with the kernel that `lt-kernels` picks on this CPU for that shape:
+/// the GEMM alone, without a convolution's im2col or copies, for `cargo xtask bench conv`.
+pub fn matmul_gflops(m: usize, n: usize, k: usize, b_transposed: bool, reps: usize) -> f64 {
+    use crate::matmul::{Order, View, matmul};
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0f32; m * n];
+    let av = View { ptr: a.as_ptr(), rs: k as isize, cs: 1 };
+    let bv = if b_transposed {
+        View { ptr: b.as_ptr(), rs: 1, cs: k as isize }
+    } else {
+        View { ptr: b.as_ptr(), rs: n as isize, cs: 1 }
+    };
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) + 1 {
+        let t = Instant::now();
+        matmul(&mut c, Order::RowMajor, m, n, k, av, bv, false);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&c);
+    2.0 * (m * n * k) as f64 / best / 1e9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +174,7 @@ mod tests {
         let peak = measured_peak_gflops(1, Duration::from_millis(20));
         assert!(peak > 0.5, "{peak}");
         let tiers = kernel_tiers();
-        assert_eq!(tiers.iter().map(|t| t.0).collect::<Vec<_>>(), ["gemm", "elementwise", "sparse"]);
+        assert_eq!(tiers.iter().map(|t| t.0).collect::<Vec<_>>(), ["gemm", "sgemm", "elementwise", "sparse"]);
         assert!(tiers.iter().all(|t| t.1 <= Isa::detect()));
     }
 }

@@ -1,9 +1,10 @@
 //! `lt-kernels` owns the fast CPU implementations of the hot training operations, as candle
 //! custom ops with their backward passes, so that models keep candle's `Tensor`/`Var` and autograd
 //! and only the arithmetic underneath changes: 2-D convolution (forward, backward-data and
-//! backward-weight, optional fused bias) by im2col and the `gemm` crate's cache-blocked
-//! micro-kernels, parallel over the batch so that both cores stay busy on ResNet-20's small
-//! 16-channel layers too; linear layers with fused bias and ReLU; batch normalization fused with
+//! backward-weight, optional fused bias) by im2col and cache-blocked GEMM (on AVX-512 CPUs this
+//! crate's own kernels, which generate the im2col matrix of stride-1 convolutions panel by panel
+//! instead of storing it; elsewhere the `gemm` crate's), parallel over the batch so that both
+//! cores stay busy on ResNet-20's small 16-channel layers too; linear layers with fused bias and ReLU; batch normalization fused with
 //! the ReLU that follows it (training and evaluation mode); the residual add fused with its ReLU;
 //! max-pooling; optimizer updates (SGD with momentum, Adam) fused with weight decay and the
 //! pruning mask, one pass per parameter.
@@ -22,6 +23,7 @@ mod matmul;
 mod max_pool;
 mod optim;
 mod record;
+mod sgemm;
 mod simd;
 mod slices;
 mod sparse;

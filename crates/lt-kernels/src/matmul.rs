@@ -1,17 +1,20 @@
-//! Matrix products on the `gemm` crate's cache-blocked micro-kernels, over strided views of
-//! slices: the one place this crate calls into `gemm`.
+//! Matrix products over strided views of slices: on AVX-512 CPUs this crate's own kernels
+//! (`sgemm`) for row-major results, elsewhere the `gemm` crate's cache-blocked micro-kernels (the
+//! one place this crate calls into `gemm`).
 
 use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
+
+use crate::sgemm::{Im2col, Left, PackedA};
 use rayon::prelude::*;
 
 /// A row-major matrix view for [`matmul`]: pointer, row stride, column stride.
 #[derive(Clone, Copy)]
 pub(crate) struct View {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
+    pub(crate) ptr: *const f32,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
 }
 
 /// How [`matmul`] lays out its m × n result.
@@ -89,6 +92,30 @@ pub(crate) fn matmul_into(dst: &mut [MaybeUninit<f32>], m: usize, n: usize, k: u
     unsafe { gemm_raw(dst.as_mut_ptr().cast(), Order::RowMajor, m, n, k, a, b, false, Parallelism::None) }
 }
 
+/// `dst (m × n, row-major) = a (m × k) · b` into memory not yet written, with `a` packed before
+/// and b a convolution's im2col matrix that this crate's AVX-512 GEMM packs from the images. Only
+/// where `sgemm::implicit_available()` (a panic otherwise: a caller's bug).
+pub(crate) fn matmul_im2col(dst: &mut [MaybeUninit<f32>], m: usize, n: usize, k: usize, a: &PackedA, b: &Im2col) {
+    assert!(
+        dst.len() >= m * n && crate::sgemm::implicit_available(),
+        "matmul_im2col: called where the AVX-512 GEMM does not run"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512 (`implicit_available`); `dst` holds m × n values, which
+    // gemm_nn_from only writes (accumulate = false); `b` covers the k × n matrix of its images;
+    // gemm_nn_from checks `a`'s sizes.
+    unsafe {
+        crate::sgemm::gemm_nn_from(m, n, k, Left::Packed(a), b, dst.as_mut_ptr().cast(), n, false)
+    }
+}
+
+/// The m × k matrix `a` packed for [`matmul_im2col`].
+pub(crate) fn pack_left(m: usize, k: usize, a: &[f32]) -> PackedA {
+    assert!(a.len() >= m * k);
+    // SAFETY: `a` holds the m × k matrix, row-major.
+    unsafe { PackedA::new(m, k, row_major(a, k)) }
+}
+
 /// # Safety
 /// `dst` must be valid for writes (and, with `accumulate`, reads) of m × n values in `order`;
 /// `a` and `b` must point to live m × k and k × n matrices at their strides.
@@ -104,6 +131,19 @@ unsafe fn gemm_raw(
     accumulate: bool,
     parallelism: Parallelism,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if order == Order::RowMajor {
+        // SAFETY: the CPU has AVX-512 (`nn_for`, `nt_for`); the rest is this function's contract.
+        unsafe {
+            if b.cs == 1 && crate::sgemm::nn_for(m) {
+                return crate::sgemm::gemm_nn(m, n, k, a, b, dst, n, accumulate);
+            }
+            if b.rs == 1 && a.cs == 1 && crate::sgemm::nt_for(m) {
+                let bt = View { ptr: b.ptr, rs: b.cs, cs: 1 };
+                return crate::sgemm::gemm_nt(m, n, k, a, bt, dst, n, accumulate);
+            }
+        }
+    }
     let (dst_rs, dst_cs) = match order {
         Order::RowMajor => (n as isize, 1),
         Order::ColumnMajor => (1, m as isize),
