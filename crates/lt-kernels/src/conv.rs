@@ -689,13 +689,17 @@ mod tests {
 
     /// Stride 1 with "same" padding and P·Q a multiple of 16: on AVX-512 CPUs the im2col matrix
     /// is packed straight from the images (one image per product, or a group of 4x4 ones, or
-    /// non-square images, or a 5x5 kernel), the backward-data pass likewise.
+    /// non-square images, or a 5x5 kernel), the backward-data pass likewise. Elsewhere these are
+    /// more shapes of the `gemm` path.
     #[test]
     fn implicit_im2col_shapes_match_candle() {
         check(3, 4, 4, 4, 8, 3, 1, 1, 20);
         check(2, 3, 8, 4, 5, 3, 1, 1, 21);
         check(2, 3, 8, 8, 17, 5, 1, 2, 22);
         check(40, 2, 4, 4, 9, 3, 1, 1, 23);
+        // The packed weights in two inner-dimension blocks (C·R·S = 216), and past one block of rows.
+        check(2, 24, 4, 4, 10, 3, 1, 1, 24);
+        check(1, 2, 4, 4, 260, 3, 1, 1, 25);
     }
 
     /// Wide layers take the row-major GEMM paths (output above [`NARROW_OUTPUT`] channels, weight
