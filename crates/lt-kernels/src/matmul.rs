@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 
-use crate::sgemm::{Im2col, Left, PackedA};
+use crate::sgemm::{Im2col, Im2colT, Left, PackedA};
 use rayon::prelude::*;
 
 /// A row-major matrix view for [`matmul`]: pointer, row stride, column stride.
@@ -106,6 +106,22 @@ pub(crate) fn matmul_im2col(dst: &mut [MaybeUninit<f32>], m: usize, n: usize, k:
     // gemm_nn_from checks `a`'s sizes.
     unsafe {
         crate::sgemm::gemm_nn_from(m, n, k, Left::Packed(a), b, dst.as_mut_ptr().cast(), n, false)
+    }
+}
+
+/// `dst (m × n, row-major) = [dst +] a (m × k) · bᵀ` with b a convolution's im2col matrix (n × k,
+/// its inner dimension the pixels of a group of images) that this crate's AVX-512 GEMM packs from
+/// the images: the weight gradient `dW = dy · colᵀ`. Only where `sgemm::implicit_available()`.
+pub(crate) fn matmul_im2col_t(dst: &mut [f32], m: usize, n: usize, k: usize, a: View, b: &Im2colT, accumulate: bool) {
+    assert!(
+        dst.len() >= m * n && crate::sgemm::implicit_available(),
+        "matmul_im2col_t: called where the AVX-512 GEMM does not run"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512 (`implicit_available`); `dst` holds m × n values; `a` is the
+    // caller's m × k view; `b` covers the images of k pixels.
+    unsafe {
+        crate::sgemm::gemm_nn_from(m, n, k, Left::View(a), b, dst.as_mut_ptr(), n, accumulate)
     }
 }
 

@@ -7,8 +7,10 @@
 //!   accumulators in registers: per step of the inner dimension, three vector loads of B and
 //!   eight broadcasts of A feed 24 FMAs. Edges are zero-padded in the packed panels and stored
 //!   through AVX-512 masks. B's panels come from a matrix in memory or, for a stride-1
-//!   convolution with "same" padding, straight from the images ([`Im2col`]): the im2col matrix,
-//!   9x the input for a 3x3 kernel, is never written.
+//!   convolution with "same" padding, straight from the images: [`Im2col`] (forward and
+//!   backward-data) and its transpose [`Im2colT`] (the weight gradient, whose inner dimension is
+//!   the pixels: 16 masked loads and a 16 × 16 transpose in registers per block). The im2col
+//!   matrix, 9x the input for a 3x3 kernel, is never written.
 //! - [`gemm_nt`], `C = A · Bᵀ` with the inner dimension contiguous in both (the weight gradient
 //!   of ResNet-20's 16-channel layers, whose inner dimension is the pixels of `dy` and of the
 //!   im2col matrix): no packing. A 4 × 6 tile of dot products is accumulated in 24 vectors along
@@ -138,9 +140,9 @@ impl Panels for View {
 }
 
 /// The inner-dimension block of a product with inner dimension k: k cut into equal blocks of at
-/// most [`KC`].
+/// most about [`KC`], each a multiple of 16 (so that [`Im2colT`]'s panels start at a 16-pixel block).
 fn inner_block(k: usize) -> usize {
-    k.div_ceil(k.div_ceil(KC).max(1)).max(1)
+    k.div_ceil(k.div_ceil(KC).max(1)).next_multiple_of(16).min(k).max(1)
 }
 
 /// The left operand of a product, packed once for [`gemm_nn_from`] (a convolution's weights,
@@ -440,6 +442,84 @@ unsafe fn pack_b(b: View, pc: usize, kc: usize, jr: usize, nr: usize, dst: *mut 
             unsafe { _mm512_store_ps(dst.add(p * NR + 16 * j), _mm512_maskz_loadu_ps(mask, src.add(16 * j))) };
         }
     }
+}
+
+/// The transpose of an [`Im2col`] matrix: rows are the group's pixels, columns the (c, r, s)
+/// rows of the im2col matrix: the right operand of a convolution's weight gradient
+/// `dW = dy · colᵀ`, whose inner dimension is the pixels. Each 16 × 16 block of a panel is 16
+/// masked row loads of the im2col matrix, transposed in registers.
+pub(crate) struct Im2colT(pub(crate) Im2col);
+
+#[cfg(target_arch = "x86_64")]
+impl Panels for Im2colT {
+    unsafe fn pack(&self, pc: usize, kc: usize, jr: usize, nr: usize, dst: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { pack_im2col_t(&self.0, pc, kc, jr, nr, dst) }
+    }
+}
+
+/// [`Im2colT`]'s panels: `pc` and `kc` are multiples of 16 (the inner blocks of [`gemm_nn_from`],
+/// and the group's pixel count, a multiple of 16 by [`Im2col::fits`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_im2col_t(g: &Im2col, pc: usize, kc: usize, jr: usize, nr: usize, dst: *mut f32) {
+    debug_assert!(pc.is_multiple_of(16) && kc.is_multiple_of(16));
+    for block in (0..kc).step_by(16) {
+        let first = pc + block;
+        let (image, pixel) = (first / g.pq, first % g.pq);
+        let base = g.x.wrapping_add(image * g.image + pixel);
+        let masks = &g.masks[pixel / 16 * g.rs..][..g.rs];
+        for v in 0..NR / 16 {
+            let mut rows = [_mm512_setzero_ps(); 16];
+            for (t, row) in rows.iter_mut().enumerate() {
+                let j = jr + 16 * v + t;
+                if j < jr + nr {
+                    let (channel, offset) = (j / g.rs, j % g.rs);
+                    let src = base.wrapping_offset((channel * g.plane) as isize + g.shift[offset]);
+                    // SAFETY: the masked lanes are pixels inside the image; the rest are not read.
+                    *row = unsafe { _mm512_maskz_loadu_ps(masks[offset], src) };
+                }
+            }
+            let columns = transpose16(rows);
+            for (t, column) in columns.into_iter().enumerate() {
+                // SAFETY: row block + t of the panel (kc rows of NR floats, 64-byte aligned).
+                unsafe { _mm512_store_ps(dst.add((block + t) * NR + 16 * v), column) };
+            }
+        }
+    }
+}
+
+/// The 16 × 16 transpose of 16 vectors: three rounds of interleaving (32-bit, 64-bit, then
+/// 128-bit lanes twice).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+    });
+    // Row 4g + c: rows 4g..4g + 3 of column 4L + c in each 128-bit lane L.
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let g = i / 4 * 4;
+        let (a, b) = match i % 4 {
+            0 | 1 => (t[g], t[g + 2]),
+            _ => (t[g + 1], t[g + 3]),
+        };
+        let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+        _mm512_castpd_ps(if i % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+    });
+    // Lanes 0 and 2 (0x88) or 1 and 3 (0xdd) of rows i and i + 4, for row blocks 0-7 and 8-15.
+    let w: [__m512; 16] = std::array::from_fn(|i| {
+        let base = if i < 8 { 0 } else { 8 };
+        let c = i % 4;
+        let (a, b) = (u[base + c], u[base + c + 4]);
+        if i % 8 < 4 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+    });
+    std::array::from_fn(|i| {
+        let c = i % 8;
+        let (a, b) = (w[c], w[c + 8]);
+        if i < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+    })
 }
 
 /// C's MR × NR tile (`rows` rows and the lanes in `masks` exist) `= [C +] Σ_p a[p] ⊗ b[p]`.
