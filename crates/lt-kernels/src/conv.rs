@@ -718,9 +718,10 @@ mod tests {
         check(2, 3, 8, 4, 5, 3, 1, 1, 21);
         check(2, 3, 8, 8, 17, 5, 1, 2, 22);
         check(40, 2, 4, 4, 9, 3, 1, 1, 23);
-        // The packed weights in two inner-dimension blocks (C·R·S = 216), and past one block of rows.
+        // The packed weights in two inner-dimension blocks (C·R·S = 216), and past one block of rows
+        // (sgemm::MC = 512).
         check(2, 24, 4, 4, 10, 3, 1, 1, 24);
-        check(1, 2, 4, 4, 260, 3, 1, 1, 25);
+        check(1, 2, 4, 4, 520, 3, 1, 1, 25);
         // The weight gradient from the transposed panels: full and partial 16-column blocks.
         check(3, 7, 8, 8, IMPLICIT_WEIGHT_GRADIENT, 3, 1, 1, 26);
         check(2, 3, 4, 8, IMPLICIT_WEIGHT_GRADIENT + 5, 5, 1, 2, 27);

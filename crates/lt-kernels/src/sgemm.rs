@@ -39,8 +39,11 @@ const NR: usize = 48;
 /// every MR-row panel of the packed A block (in L2) passes over it. The inner dimension is cut into
 /// equal blocks of at most KC (144 = 144, 288 = 2 × 144), not KC and a sliver.
 const KC: usize = 192;
-/// Rows of A packed at a time (MC × KC floats = 192 KiB, in L2).
-const MC: usize = 256;
+/// Rows of A per block (MC × KC floats = 384 KiB, in L2). Every B panel is packed once per block
+/// of rows, and a convolution's panels are generated from the images (`Im2col`, `Im2colT`: masked
+/// loads, and a transpose for the weight gradient): 512 puts the widest layers of the CIFAR
+/// networks in one block, so no panel is generated twice.
+const MC: usize = 512;
 
 /// Rows of A and of B per [`gemm_nt`] tile.
 const TA: usize = 4;
