@@ -25,6 +25,9 @@ use crate::sgemm::{Im2col, Im2colT};
 use crate::simd::{add_into, add_scalar, sum, written};
 use crate::slices::{contiguous, with_slice};
 
+#[cfg(target_arch = "x86_64")]
+mod taps;
+
 /// The convolution of `x` (N, C, H, W) with `w` (K, C, R, S): stride `stride`, zero padding
 /// `padding` on every side; differentiable in both arguments.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
@@ -284,6 +287,10 @@ impl Geometry {
     /// AVX-512 GEMM runs the product and the convolution keeps the image size (stride 1, "same"
     /// padding), the im2col matrix is never stored: the GEMM packs its panels from the images.
     fn forward(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if self.by_taps() {
+            return taps::forward(self, x, w, bias);
+        }
         let (crs, pq, kpq) = (self.crs(), self.pq(), self.k * self.pq());
         let chunk = images_per_chunk(self.n);
         let group = self.group(chunk);
@@ -509,6 +516,10 @@ impl CustomOp2 for BackwardData {
         let g = self.geom;
         let (dy, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let shape = Shape::from((g.n, g.c, g.h, g.w));
+        #[cfg(target_arch = "x86_64")]
+        if g.as_backward_data().is_some_and(|t| t.by_taps()) {
+            return Ok((CpuStorage::F32(taps::backward_data(&g, dy, w)), shape));
+        }
         if let Some(t) = g.as_backward_data() {
             return Ok((CpuStorage::F32(t.forward(dy, &g.flipped(w), None)), shape));
         }
@@ -556,6 +567,10 @@ impl CustomOp2 for BackwardWeight {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geom;
         let (x, dy) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        #[cfg(target_arch = "x86_64")]
+        if g.by_taps() {
+            return Ok((CpuStorage::F32(taps::weight_gradient(&g, x, dy)), Shape::from((g.k, g.c, g.r, g.s))));
+        }
         let (crs, pq, kpq) = (g.crs(), g.pq(), g.k * g.pq());
         let chunk = images_per_chunk(g.n);
         let group = g.group(chunk);
@@ -708,23 +723,50 @@ mod tests {
         check(1, 3, 7, 5, 2, 3, 1, 0, 5);
     }
 
-    /// Stride 1 with "same" padding and P·Q a multiple of 16: on AVX-512 CPUs the im2col matrix
-    /// is packed straight from the images (one image per product, or a group of 4x4 ones, or
-    /// non-square images, or a 5x5 kernel), the backward-data pass likewise. Elsewhere these are
-    /// more shapes of the `gemm` path.
+    /// Stride 1 with "same" padding and P·Q a multiple of 16 (larger than `taps` takes): on
+    /// AVX-512 CPUs the im2col matrix is packed straight from the images (one image per product,
+    /// or a group of 8x8 ones, or non-square images, or a 5x5 kernel), the backward-data pass
+    /// likewise. Elsewhere these are more shapes of the `gemm` path.
     #[test]
     fn implicit_im2col_shapes_match_candle() {
-        check(3, 4, 4, 4, 8, 3, 1, 1, 20);
+        check(3, 4, 8, 8, 8, 3, 1, 1, 20);
         check(2, 3, 8, 4, 5, 3, 1, 1, 21);
         check(2, 3, 8, 8, 17, 5, 1, 2, 22);
-        check(40, 2, 4, 4, 9, 3, 1, 1, 23);
+        check(40, 2, 8, 8, 9, 3, 1, 1, 23);
         // The packed weights in two inner-dimension blocks (C·R·S = 216), and past one block of rows
         // (sgemm::MC = 512).
-        check(2, 24, 4, 4, 10, 3, 1, 1, 24);
-        check(1, 2, 4, 4, 520, 3, 1, 1, 25);
+        check(2, 24, 8, 8, 10, 3, 1, 1, 24);
+        check(1, 2, 8, 8, 520, 3, 1, 1, 25);
         // The weight gradient from the transposed panels: full and partial 16-column blocks.
         check(3, 7, 8, 8, IMPLICIT_WEIGHT_GRADIENT, 3, 1, 1, 26);
         check(2, 3, 4, 8, IMPLICIT_WEIGHT_GRADIENT + 5, 5, 1, 2, 27);
+    }
+
+    /// Images of at most 16 pixels with "same" padding: on AVX-512 CPUs one product per kernel
+    /// tap over the pixels it reaches (`taps`), forward, backward-data (a forward convolution
+    /// itself) and the weight gradient; elsewhere more shapes of the `gemm` path.
+    #[test]
+    fn small_images_by_taps_match_candle() {
+        let cases = [
+            (3, 4, 2, 2, 8, 3, 1), // VGG-19's 2x2 layers
+            (5, 6, 4, 4, 9, 3, 1), // 4x4; rows (pixels × images) not a multiple of 8
+            (2, 3, 1, 1, 5, 3, 1), // one pixel: the centre tap alone
+            (2, 3, 2, 4, 5, 3, 1), // not square, both ways
+            (2, 3, 4, 2, 5, 3, 1),
+            (3, 3, 3, 3, 4, 3, 1),
+            (2, 3, 4, 4, 7, 5, 2), // a 5x5 kernel
+            // Inner dimension past one block (sgemm::KC), rows past one block (sgemm::MC) in
+            // the weight gradient and the backward-data pass, several 48-column panels.
+            (2, 200, 2, 2, 520, 3, 1),
+        ];
+        for (i, (n, c, h, w, k, r, pad)) in cases.into_iter().enumerate() {
+            let g = Geometry::new(&[n, c, h, w], &[k, c, r, r], 1, pad).unwrap();
+            assert_eq!(g.by_taps(), crate::sgemm::available(), "case {i} should go by taps on AVX-512");
+            check(n, c, h, w, k, r, 1, pad, 60 + i as u64);
+        }
+        if !crate::sgemm::available() {
+            eprintln!("note: this CPU has no AVX-512 (or LT_KERNELS_ISA caps it): these shapes ran the gemm path");
+        }
     }
 
     /// Wide layers take the row-major GEMM paths (output above [`NARROW_OUTPUT`] channels, weight

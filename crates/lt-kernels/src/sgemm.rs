@@ -492,6 +492,53 @@ unsafe fn pack_im2col_t(g: &Im2col, pc: usize, kc: usize, jr: usize, nr: usize, 
     }
 }
 
+/// The transpose of the rows × cols row-major matrix `a`, by 16 × 16 blocks transposed in
+/// registers; the 16-column stripes of `a` (16 rows of the result each) are shared among the
+/// pool's threads. A weight matrix's reorganization for `conv::taps`: column by column, a 512 ×
+/// 4,608 transpose misses the cache on every write.
+///
+/// # Safety
+/// The CPU must have AVX-512 F ([`available`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(a.len(), rows * cols, "transpose: {} values for {rows} x {cols}", a.len());
+    if a.is_empty() {
+        return Vec::new();
+    }
+    let fill = |t: &mut [std::mem::MaybeUninit<f32>]| {
+        t.par_chunks_mut(16 * rows).enumerate().for_each(|(stripe, out)| {
+            // SAFETY: the CPU has AVX-512 F (the caller's contract); `out` is rows c0.. of the
+            // result, `out.len() / rows` (at most 16) of them.
+            unsafe { transpose_stripe(a, rows, cols, stripe * 16, out) }
+        })
+    };
+    // SAFETY: every stripe writes all its `width × rows` values.
+    unsafe { crate::simd::written(a.len(), fill) }
+}
+
+/// Columns `c0..c0 + out.len() / rows` of `a` (rows × cols) into `out` as rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_stripe(a: &[f32], rows: usize, cols: usize, c0: usize, out: &mut [std::mem::MaybeUninit<f32>]) {
+    let width = out.len() / rows;
+    let mask = lanes(width);
+    for r0 in (0..rows).step_by(16) {
+        let height = 16.min(rows - r0);
+        let mut block = [_mm512_setzero_ps(); 16];
+        for (i, v) in block.iter_mut().enumerate().take(height) {
+            // SAFETY: the `width` masked lanes are a[r0 + i][c0..c0 + width], inside `a`.
+            *v = unsafe { _mm512_maskz_loadu_ps(mask, a.as_ptr().add((r0 + i) * cols + c0)) };
+        }
+        let columns = transpose16(block);
+        let stored = lanes(height);
+        for (j, v) in columns.into_iter().enumerate().take(width) {
+            // SAFETY: the `height` masked lanes are out[j·rows + r0..][..height], inside `out`.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(j * rows + r0).cast(), stored, v) };
+        }
+    }
+}
+
 /// The 16 × 16 transpose of 16 vectors: three rounds of interleaving (32-bit, 64-bit, then
 /// 128-bit lanes twice).
 #[cfg(target_arch = "x86_64")]
