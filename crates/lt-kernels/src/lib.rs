@@ -3,7 +3,8 @@
 //! and only the arithmetic underneath changes: 2-D convolution (forward, backward-data and
 //! backward-weight, optional fused bias) by im2col and cache-blocked GEMM (on AVX-512 CPUs this
 //! crate's own kernels, which generate the im2col matrix of stride-1 convolutions panel by panel
-//! instead of storing it; elsewhere the `gemm` crate's), parallel over the batch so that both
+//! instead of storing it, and run the convolutions of images of at most 16 pixels as one product per
+//! kernel tap, skipping the padding; elsewhere the `gemm` crate's), parallel over the batch so that both
 //! cores stay busy on ResNet-20's small 16-channel layers too; linear layers with fused bias and ReLU; batch normalization fused with
 //! the ReLU that follows it (training and evaluation mode); the residual add fused with its ReLU;
 //! max-pooling; optimizer updates (SGD with momentum, Adam) fused with weight decay and the
