@@ -517,8 +517,8 @@ impl CustomOp2 for BackwardData {
         let (dy, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let shape = Shape::from((g.n, g.c, g.h, g.w));
         #[cfg(target_arch = "x86_64")]
-        if g.as_backward_data().is_some_and(|t| t.by_taps()) {
-            return Ok((CpuStorage::F32(taps::backward_data(&g, dy, w)), shape));
+        if let Some(t) = g.as_backward_data().filter(Geometry::by_taps) {
+            return Ok((CpuStorage::F32(taps::backward_data(&g, &t, dy, w)), shape));
         }
         if let Some(t) = g.as_backward_data() {
             return Ok((CpuStorage::F32(t.forward(dy, &g.flipped(w), None)), shape));

@@ -750,6 +750,25 @@ mod tests {
         }
     }
 
+    /// The register-blocked transpose, over full and partial 16 × 16 blocks in both directions.
+    #[test]
+    fn transpose_matches_the_definition() {
+        if !available() {
+            eprintln!("note: this CPU has no AVX-512 (or LT_KERNELS_ISA caps it): the transpose is not tested here");
+            return;
+        }
+        for (rows, cols) in [(1, 1), (16, 16), (9, 40), (17, 33), (520, 1800), (3, 1)] {
+            let a = values(rows * cols, (rows * cols) as u64);
+            // SAFETY: the CPU has AVX-512 (checked).
+            let t = unsafe { transpose(&a, rows, cols) };
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], a[r * cols + c], "{rows} x {cols} at ({r}, {c})");
+                }
+            }
+        }
+    }
+
     #[test]
     fn block_edges_match_the_definition() {
         for (i, &(m, n, k)) in [

@@ -129,18 +129,15 @@ fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     // The weights as C·R·S × K (row (c, r, s) holds W[:, c, r, s]).
     let (wt, xp) = rayon::join(|| transpose(w, g.k, g.crs()), || to_pixel_major(x, g.c, g.h * g.w));
-    by_taps(g, &xp, &wt, bias)
+    sum_taps(g, &xp, &wt, bias)
 }
 
-/// The backward-data pass `dx` of a convolution `g` whose [`Geometry::as_backward_data`]
+/// The backward-data pass `dx` of a convolution `g` whose [`Geometry::as_backward_data`] `t`
 /// goes [`Geometry::by_taps`]: that forward convolution of `dy` with the rotated weights, whose
 /// C·R·S × K operand (here K·R·S × C: row (k, r, s) holds `W[k, :, R−1−r, S−1−s]`) is each
 /// output channel's C × R·S block of `w` transposed, rows reversed: no rotated copy of the
 /// weights and no transpose of the whole matrix.
-pub(super) fn backward_data(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    let Some(t) = g.as_backward_data().filter(Geometry::by_taps) else {
-        unreachable!("conv::taps::backward_data for a convolution that does not go by taps")
-    };
+pub(super) fn backward_data(g: &Geometry, t: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let rs = g.r * g.s;
     let rotated = || {
         let mut wt = vec![0f32; w.len()];
@@ -154,12 +151,12 @@ pub(super) fn backward_data(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
         wt
     };
     let (wt, dyp) = rayon::join(rotated, || to_pixel_major(dy, g.k, g.p * g.q));
-    by_taps(&t, &dyp, &wt, None)
+    sum_taps(t, &dyp, &wt, None)
 }
 
 /// The forward convolution `g` of the pixel-major input `xp` with the weights `wt` as
 /// C·R·S × K (tap t's C × K operand is every R·S-th row from row t).
-fn by_taps(g: &Geometry, xp: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+fn sum_taps(g: &Geometry, xp: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (pixels, rs, n) = (g.h * g.w, g.r * g.s, g.n);
     let sums = g
         .tap_groups(rayon::current_num_threads())
