@@ -1,6 +1,6 @@
 //! `cargo xtask`: the project's automation, one module per subcommand.
 //!
-//! - `cargo xtask reproduce figN [--scale smoke|small|paper] ...`: one figure of the paper (see `reproduce/`).
+//! - `cargo xtask reproduce figN [--scale smoke|small|medium|paper] ...`: one figure of the paper (see `reproduce/`).
 //! - `cargo xtask bench data [--json] [--step-ms MS]`: data-pipeline throughput (see `bench.rs`).
 //! - `cargo xtask bench train [--json] [--steps N] [--threads N]`: training steps vs PyTorch (see `bench_train.rs`).
 //! - `cargo xtask bench conv [--reps N] [--threads N] [--gemm]`: convolution layers one by one (see `bench_conv.rs`).

@@ -181,6 +181,8 @@ fn unknown_figures_networks_and_help() {
     // The ImageNet figures have no small scale, and say why; their help gives GPU time at paper scale.
     let o = xtask(&["reproduce", "fig7", "--dry-run"]);
     assert!(!o.status.success() && text(&o.stderr).contains("no small scale"), "{}", text(&o.stderr));
+    let o = xtask(&["reproduce", "fig7", "--scale", "medium", "--dry-run"]);
+    assert!(!o.status.success() && text(&o.stderr).contains("no medium scale"), "{}", text(&o.stderr));
     for fig in ["fig6", "fig7", "fig8", "fig12"] {
         let o = xtask(&["reproduce", fig, "--help"]);
         let help = text(&o.stdout);
@@ -232,7 +234,7 @@ fn unknown_figures_networks_and_help() {
     }
     let o = xtask(&["reproduce", "fig5", "--help"]);
     let help = text(&o.stdout);
-    for scale in ["smoke", "small", "paper"] {
+    for scale in ["smoke", "small", "medium", "paper"] {
         assert!(help.lines().any(|l| l.trim_start().starts_with(scale) && l.contains("about")), "{help}");
     }
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask reproduce figN [--scale smoke|small|paper] [--dataset NAME] [--only PRESETS]
+//! `cargo xtask reproduce figN [--scale smoke|small|medium|paper] [--dataset NAME] [--only PRESETS]
 //! [--out DIR] [--store DIR] [--dry-run]`: one command per figure of the paper.
 //!
 //! A figure is a list of tasks (lottery runs, branches, stability measurements) in the experiment
@@ -152,7 +152,7 @@ fn figure_help(name: &str) -> Result<String> {
     if def.presets.iter().all(|p| lt_train::Preset::named(p).is_ok_and(|p| p.dataset == "imagenet")) {
         return imagenet_help(def);
     }
-    for scale in [Scale::Smoke, Scale::Small, Scale::Paper] {
+    for scale in [Scale::Smoke, Scale::Small, Scale::Medium, Scale::Paper] {
         let panels: Vec<Setup> = def.presets.iter().map(|p| Setup::new(p, scale, None)).collect::<Result<_>>()?;
         let fig = Figure::new(def, panels);
         let tasks = fig.tasks();
@@ -170,7 +170,7 @@ fn figure_help(name: &str) -> Result<String> {
         let ms: f64 = per_network.iter().map(|(_, ms)| ms).sum();
         let first = &fig.panels[0];
         let each: Vec<String> = per_network.iter().map(|(n, ms)| format!("{n} {}", human(ms / 1e3))).collect();
-        let each = (per_network.len() > 1 && scale == Scale::Small)
+        let each = (per_network.len() > 1 && scale.shortened())
             .then(|| format!("         (per network, e.g. one per sitting with --only: {})\n", each.join(", ")));
         if def.name == "instability" {
             let probe = first.probe();
@@ -207,7 +207,7 @@ fn figure_help(name: &str) -> Result<String> {
         );
         s.push_str(each.as_deref().unwrap_or(""));
     }
-    s.push_str("\nThe small scale's estimate is for every network; `--only lenet` (or another preset) runs one row.\nsmall and paper use the paper's dataset (CIFAR-10: `lt data fetch cifar10`) unless --dataset names another (e.g. fashion-mnist).\n");
+    s.push_str("\nThe small and medium scales' estimates are for every network; `--only lenet` (or another preset) runs one row.\nmedium runs for days here: one network, replicate (--replicates) or rewind point (--rewind) per sitting, the store resuming the rest (or a GPU: --device cuda).\nsmall, medium and paper use the paper's dataset (CIFAR-10: `lt data fetch cifar10`) unless --dataset names another (e.g. fashion-mnist).\n");
     Ok(s)
 }
 
@@ -236,7 +236,7 @@ fn imagenet_help(def: &figures::Definition) -> Result<String> {
     );
     let _ = writeln!(
         s,
-        "  small  not defined: no ImageNet subset is at hand to size and check one on (paper scale with --replicates 1 and --only is the smallest real run)"
+        "  small, medium  not defined: no ImageNet subset is at hand to size and check one on (paper scale with --replicates 1 and --only is the smallest real run)"
     );
     let mut panels: Vec<Setup> =
         def.presets.iter().map(|p| Setup::new(p, Scale::Paper, None)).collect::<Result<_>>()?;
@@ -320,7 +320,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         {
             print!("{}", figure_help(fig)?);
             println!(
-                "\noptions: --scale smoke|small|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --accumulate K  --out DIR  --store DIR  --dry-run\n         --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
+                "\noptions: --scale smoke|small|medium|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --accumulate K  --out DIR  --store DIR  --dry-run\n         --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
             );
             return Ok(());
         }
