@@ -158,7 +158,7 @@ pub(super) fn backward_data(g: &Geometry, t: &Geometry, dy: &[f32], w: &[f32]) -
 /// C·R·S × K (tap t's C × K operand is every R·S-th row from row t).
 fn sum_taps(g: &Geometry, xp: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (pixels, rs, n) = (g.h * g.w, g.r * g.s, g.n);
-    let sums = g
+    let groups: Vec<Vec<f32>> = g
         .tap_groups(rayon::current_num_threads())
         .into_par_iter()
         .map(|taps| {
@@ -179,11 +179,13 @@ fn sum_taps(g: &Geometry, xp: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f
             }
             yp
         })
-        .reduce_with(|mut a, b| {
-            crate::simd::add_into(&mut a, &b);
-            a
-        })
-        .unwrap_or_else(|| vec![0f32; n * pixels * g.k]);
+        .collect();
+    // Added in the groups' order, so that a given thread count always gives the same sums.
+    let mut groups = groups.into_iter();
+    let mut sums = groups.next().unwrap_or_else(|| vec![0f32; n * pixels * g.k]);
+    for other in groups {
+        crate::simd::add_into(&mut sums, &other);
+    }
     let mut y = vec![0f32; n * g.k * pixels];
     from_pixel_major(&sums, g.k, pixels, &mut y);
     if let Some(bias) = bias {
