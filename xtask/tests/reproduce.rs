@@ -187,7 +187,10 @@ fn unknown_figures_networks_and_help() {
         let o = xtask(&["reproduce", fig, "--help"]);
         let help = text(&o.stdout);
         assert!(o.status.success(), "{}", text(&o.stderr));
-        assert!(help.contains("  smoke ") && help.contains("  small  not defined"), "{help}");
+        assert!(
+            help.contains("  smoke ") && help.contains("  small  not defined") && help.contains("  medium not defined"),
+            "{help}"
+        );
         for net in ["resnet50", "inception-v3", "squeezenet"] {
             assert!(help.lines().any(|l| l.contains(&format!("{net}: T = ")) && l.contains("GPU-hours")), "{help}");
         }

@@ -236,7 +236,7 @@ fn imagenet_help(def: &figures::Definition) -> Result<String> {
     );
     let _ = writeln!(
         s,
-        "  small, medium  not defined: no ImageNet subset is at hand to size and check one on (paper scale with --replicates 1 and --only is the smallest real run)"
+        "  small  not defined: no ImageNet subset is at hand to size and check one on (paper scale with --replicates 1 and --only is the smallest real run)\n  medium not defined, for the same reason"
     );
     let mut panels: Vec<Setup> =
         def.presets.iter().map(|p| Setup::new(p, Scale::Paper, None)).collect::<Result<_>>()?;
