@@ -16,8 +16,8 @@
 //!   paper's numbers.
 //! - `medium`: the `small` protocol trained long enough for the networks to learn (ResNet-20
 //!   3,000 iterations, 6.4 epochs of Fashion-MNIST; VGG-19 2,000, 2.1 epochs; LeNet 20,000),
-//!   one level deeper (10.7% of the weights), rewinding past the measured onset of stability
-//!   (k = 100). `small` answered the question it was sized for with "no gap": at T = 500 the k =
+//!   ResNet-20 and VGG-19 one level deeper (10.7% of the weights) and rewound past the onsets
+//!   of stability measured at small (k = 100). `small` answered the question it was sized for with "no gap": at T = 500 the k =
 //!   0 subnetworks are stable and match the rewound ones (RESULTS.md); medium is the next step
 //!   up on a CPU. It runs for days on the 2-core machine, so it is meant for several sittings
 //!   (`--only`, `--replicates`, `--rewind` and the resumable store), or a GPU (`--device cuda`).
