@@ -139,17 +139,18 @@ pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) 
 /// weights and no transpose of the whole matrix.
 pub(super) fn backward_data(g: &Geometry, t: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let rs = g.r * g.s;
-    let rotated = || {
-        let mut wt = vec![0f32; w.len()];
+    let fill = |wt: &mut [std::mem::MaybeUninit<f32>]| {
         wt.par_chunks_mut(rs * g.c).zip(w.par_chunks(g.c * rs)).for_each(|(out, block)| {
             for (j, row) in out.chunks_exact_mut(g.c).enumerate() {
                 for (d, v) in row.iter_mut().zip(block[rs - 1 - j..].iter().step_by(rs)) {
-                    *d = *v;
+                    d.write(*v);
                 }
             }
         });
-        wt
     };
+    // SAFETY: each output channel's R·S rows of C are written whole from its C × R·S block
+    // (w.len() = K·C·R·S, so the chunks cover the buffer).
+    let rotated = || unsafe { crate::simd::written(w.len(), fill) };
     let (wt, dyp) = rayon::join(rotated, || to_pixel_major(dy, g.k, g.p * g.q));
     sum_taps(t, &dyp, &wt, None)
 }
