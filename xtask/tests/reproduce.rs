@@ -29,6 +29,11 @@ fn fig5_fig3_and_fig4_smoke_runs_write_figure_data_and_report() {
     let out5 = dir.path().join("fig5");
     let o = smoke("fig5", "resnet18-standard", &store, &out5);
     assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    // One dense network for both curves: the run reset to 0 trains it first and saves W_k too,
+    // so the run rewound to k borrows it.
+    let stdout = text(&o.stdout);
+    assert_eq!(stdout.matches("level 0 (dense): training").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("level 0 (dense): the same training as run resnet18").count(), 1, "{stdout}");
     for f in ["figure.svg", "figure.png", "data.csv", "data.json", "report.md"] {
         assert!(out5.join(f).is_file(), "{f} missing");
     }

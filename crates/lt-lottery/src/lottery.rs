@@ -33,6 +33,9 @@ pub const MASK: &str = "mask.safetensors";
 pub struct Lottery {
     spec: LotterySpec,
     dir: PathBuf,
+    /// Rewind points of other runs with this training whose W_k the dense level also saves when
+    /// it is trained here ([`Lottery::saving_for`]).
+    also_save: Vec<u64>,
 }
 
 /// One job of a plan and whether it is done.
@@ -91,7 +94,7 @@ impl Lottery {
         spec.validate()?;
         let dir = root.join("lottery").join(spec.id());
         claim(&dir.join(HPARAMS), &spec, "experiment")?;
-        Ok(Lottery { spec, dir })
+        Ok(Lottery { spec, dir, also_save: Vec::new() })
     }
 
     /// The run of `spec` under the store `root`, whether or not it exists, without touching the
@@ -99,7 +102,7 @@ impl Lottery {
     pub fn planned(root: &Path, spec: LotterySpec) -> Result<Self, Error> {
         spec.validate()?;
         let dir = root.join("lottery").join(spec.id());
-        Ok(Lottery { spec, dir })
+        Ok(Lottery { spec, dir, also_save: Vec::new() })
     }
 
     /// The run of `spec` under the store `root`, which must exist (branches and stability measure
@@ -117,6 +120,16 @@ impl Lottery {
         Lottery::open(&dir)
     }
 
+    /// Has the dense level, when it is trained here, also save the weights at the rewind points
+    /// `ks` (those before the end of training), so that runs with the same training rewound to
+    /// any of them borrow this dense level instead of training it again: a plan with several
+    /// rewind points trains the dense network once, as Algorithm 1 does. Saving changes nothing
+    /// in the training itself.
+    pub fn saving_for(mut self, ks: impl IntoIterator<Item = u64>) -> Self {
+        self.also_save.extend(ks.into_iter().filter(|k| *k < self.spec.train.iterations));
+        self
+    }
+
     /// The run in folder `dir` (which holds `hparams.toml`).
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(HPARAMS);
@@ -128,7 +141,7 @@ impl Lottery {
         }
         let spec: LotterySpec = read_toml(&path)?;
         spec.validate()?;
-        Ok(Lottery { spec, dir: dir.to_path_buf() })
+        Ok(Lottery { spec, dir: dir.to_path_buf(), also_save: Vec::new() })
     }
 
     /// Every run under the store `root`, by folder name.
@@ -213,6 +226,8 @@ impl Lottery {
         let k = self.spec.rewind;
         Ok(if level == 0 {
             let mut save_at = vec![0, k];
+            save_at.extend(&self.also_save);
+            save_at.sort_unstable();
             save_at.dedup();
             Job {
                 label: "level 0 (dense)".into(),

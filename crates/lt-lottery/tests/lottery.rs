@@ -208,19 +208,22 @@ fn dense_instability_takes_w_k_from_a_short_trajectory_and_reuses_every_copy() {
 }
 
 /// Runs with the same training share level 0: a one-shot run and a run reset to 0 borrow the
-/// finished dense level of a run rewound to k (which holds W_0 and W_k) instead of training it;
-/// a run rewound to another k cannot (W_k is not there) and trains its own.
+/// finished dense level of a run rewound to k (which holds W_0 and W_k) instead of training it,
+/// and so does a run rewound to another point the first run was asked to save for (a plan's
+/// rewind grid); a run rewound anywhere else cannot (its W_k is not there) and trains its own.
 #[test]
 fn runs_with_the_same_training_borrow_a_finished_dense_level() {
     let store = tempfile::tempdir().unwrap();
     let data = data();
     let exec = Exec::default();
     let mut events = quiet();
-    let first = Lottery::create(store.path(), spec(10)).unwrap();
+    // 40 is the end of training: no run rewinds there, so nothing is saved for it.
+    let first = Lottery::create(store.path(), spec(10)).unwrap().saving_for([20, 40]);
     let dense = first.run(0, &mut Context { data: &data, exec: &exec, events: &mut events }).unwrap()[0].clone();
     let mut one_shot = spec(10);
     one_shot.prune.one_shot = Some(0.3);
-    for (other, borrows) in [(one_shot, true), (spec(0), true), (spec(20), false)] {
+    assert!(!first.level_dir(0).join("step_40.safetensors").exists());
+    for (other, borrows) in [(one_shot, true), (spec(0), true), (spec(20), true), (spec(30), false)] {
         let run = Lottery::create(store.path(), other).unwrap();
         let (mut labels, mut borrowed) = (Vec::new(), false);
         let mut events = |e: Event| match e {

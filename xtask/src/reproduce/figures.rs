@@ -95,20 +95,31 @@ impl Task {
 
 /// Training iterations of task `i` of `tasks` if nothing were done yet: [`Task::iterations`],
 /// less the dense level of a lottery run that borrows it from an earlier run of the plan with
-/// the same training (which holds W_0 and, at the same rewind point, W_k: `lt_lottery`).
+/// the same training (whose dense level saves W_k at every rewind point of the plan:
+/// [`shared_rewinds`]).
 pub fn planned_iterations(tasks: &[Task], i: usize) -> u64 {
     let t = &tasks[i];
     if let Task::Lottery { spec, .. } = t
         && tasks[..i].iter().any(|e| match e {
-            Task::Lottery { spec: s, .. } | Task::Branch { spec: s, .. } => {
-                s.train == spec.train && (s.rewind == spec.rewind || spec.rewind == 0) && s != spec
-            }
+            Task::Lottery { spec: s, .. } | Task::Branch { spec: s, .. } => s.train == spec.train && s != spec,
             _ => false,
         })
     {
         return t.iterations() - spec.train.iterations;
     }
     t.iterations()
+}
+
+/// The rewind points of every lottery run of the plan with the same training as task `i`'s:
+/// the dense level, wherever it is trained first, saves W_k at each ([`Lottery::saving_for`]),
+/// so the runs rewound to the others borrow it and the plan trains each dense network once.
+pub fn shared_rewinds(tasks: &[Task], i: usize) -> Vec<u64> {
+    let Some(spec) = tasks[i].lottery() else { return Vec::new() };
+    let mut ks: Vec<u64> =
+        tasks.iter().filter_map(|t| t.lottery()).filter(|s| s.train == spec.train).map(|s| s.rewind).collect();
+    ks.sort_unstable();
+    ks.dedup();
+    ks
 }
 
 /// What a task produced.

@@ -446,7 +446,8 @@ pub fn run(raw: &[String]) -> Result<()> {
             .get(n.wrapping_sub(1))
             .with_context(|| format!("--task {n}: the plan has tasks 1 to {}", tasks.len()))?;
         let label = format!("[{n}/{}] {}", tasks.len(), describe(task));
-        run_shown(task, &label, &args.store, &exec, data_for(task)?, &ProgressBar::hidden())?;
+        let rewinds = figures::shared_rewinds(&tasks, n - 1);
+        run_shown(task, &label, &args.store, &exec, data_for(task)?, &rewinds, &ProgressBar::hidden())?;
         println!("{label}: done in {}", human(started.elapsed().as_secs_f64()));
         return Ok(());
     }
@@ -549,7 +550,8 @@ pub fn run(raw: &[String]) -> Result<()> {
     let mut results = Results::new();
     for (i, task) in tasks.iter().enumerate() {
         let label = format!("[{}/{}] {}", i + 1, tasks.len(), describe(task));
-        let result = run_shown(task, &label, &args.store, &exec, data_for(task)?, &bar)?;
+        let rewinds = figures::shared_rewinds(&tasks, i);
+        let result = run_shown(task, &label, &args.store, &exec, data_for(task)?, &rewinds, &bar)?;
         results.insert(task.key(), result);
     }
     bar.finish_and_clear();
@@ -566,13 +568,15 @@ pub fn run(raw: &[String]) -> Result<()> {
 }
 
 /// Runs `task`, saying (as `label`) when each of its jobs starts, waits for another worker, or
-/// finishes, and moving `bar` with its training iterations.
+/// finishes, and moving `bar` with its training iterations. A dense level it trains also saves
+/// W_k at `rewinds` (the plan's other rewind points with its training: `shared_rewinds`).
 fn run_shown(
     task: &Task,
     label: &str,
     store: &Path,
     exec: &Exec,
     data: &Data,
+    rewinds: &[u64],
     bar: &ProgressBar,
 ) -> Result<TaskResult> {
     let mut last = 0u64;
@@ -598,7 +602,7 @@ fn run_shown(
         _ => {}
     };
     let mut ctx = Context { data, exec, events: &mut events };
-    run_task(task, store, &mut ctx).with_context(|| format!("task {}", describe(task)))
+    run_task(task, store, rewinds, &mut ctx).with_context(|| format!("task {}", describe(task)))
 }
 
 /// How the tasks run: one evaluation per job (at its end: evaluating a CIFAR network on 10,000
@@ -742,11 +746,14 @@ fn measured(t: &Task, store: &Path) -> bool {
     }
 }
 
-fn run_task(task: &Task, store: &Path, ctx: &mut Context) -> Result<TaskResult> {
+fn run_task(task: &Task, store: &Path, rewinds: &[u64], ctx: &mut Context) -> Result<TaskResult> {
+    let lottery = |spec: &lt_lottery::LotterySpec| {
+        Ok::<_, lt_lottery::Error>(Lottery::create(store, spec.clone())?.saving_for(rewinds.iter().copied()))
+    };
     Ok(match task {
-        Task::Lottery { spec, levels } => TaskResult::Levels(Lottery::create(store, spec.clone())?.run(*levels, ctx)?),
+        Task::Lottery { spec, levels } => TaskResult::Levels(lottery(spec)?.run(*levels, ctx)?),
         Task::Branch { spec, branch, levels } => {
-            let run = Lottery::create(store, spec.clone())?;
+            let run = lottery(spec)?;
             let top = *levels.iter().max().unwrap_or(&0);
             run.run(top, ctx)?;
             TaskResult::Branch(Branch::create(&run, branch.clone())?.run(levels, ctx)?)
