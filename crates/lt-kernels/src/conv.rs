@@ -13,6 +13,10 @@
 //! transposed, which the `gemm` crate's micro-kernels run 2-3x faster (see [`Order`]).
 //! 1×1 convolutions with stride 1 and no padding skip im2col for a single image: `col` is the
 //! image itself.
+//!
+//! On AVX-512 CPUs two shapes leave this scheme: images of at most 16 pixels go one product per
+//! kernel tap (`taps`), and the weight gradient of 3x3 layers with 16 or 32 output channels is
+//! summed as outer products in registers (`outer`).
 
 use std::mem::MaybeUninit;
 
@@ -25,6 +29,8 @@ use crate::sgemm::{Im2col, Im2colT};
 use crate::simd::{add_into, add_scalar, sum, written};
 use crate::slices::{contiguous, with_slice};
 
+#[cfg(target_arch = "x86_64")]
+mod outer;
 #[cfg(target_arch = "x86_64")]
 mod taps;
 
@@ -571,6 +577,10 @@ impl CustomOp2 for BackwardWeight {
         if g.by_taps() {
             return Ok((CpuStorage::F32(taps::weight_gradient(&g, x, dy)), Shape::from((g.k, g.c, g.r, g.s))));
         }
+        #[cfg(target_arch = "x86_64")]
+        if g.by_outer_products() {
+            return Ok((CpuStorage::F32(outer::weight_gradient(&g, x, dy)), Shape::from((g.k, g.c, g.r, g.s))));
+        }
         let (crs, pq, kpq) = (g.crs(), g.pq(), g.k * g.pq());
         let chunk = images_per_chunk(g.n);
         let group = g.group(chunk);
@@ -763,6 +773,36 @@ mod tests {
             let g = Geometry::new(&[n, c, h, w], &[k, c, r, r], 1, pad).unwrap();
             assert_eq!(g.by_taps(), crate::sgemm::available(), "case {i} should go by taps on AVX-512");
             check(n, c, h, w, k, r, 1, pad, 60 + i as u64);
+        }
+        if !crate::sgemm::available() {
+            eprintln!("note: this CPU has no AVX-512 (or LT_KERNELS_ISA caps it): these shapes ran the gemm path");
+        }
+    }
+
+    /// 3x3 kernels with padding 1 and 16 or 32 output channels: on AVX-512 CPUs the weight
+    /// gradient is summed as outer products in registers (`outer`), three, two or one input
+    /// channels at a time for K = 16, one for K = 32, at stride 1 and 2; elsewhere more shapes of
+    /// the `gemm` path.
+    #[test]
+    fn narrow_weight_gradients_by_outer_products_match_candle() {
+        let cases = [
+            (3, 16, 8, 8, 16, 1), // tiles of 3, 3, 3, 3, 2, 2 channels
+            (2, 3, 6, 5, 16, 1),  // the first layer: one tile of 3; not square
+            (2, 5, 5, 7, 16, 1),  // 3 + 2
+            (2, 1, 4, 4, 16, 1),  // 1
+            (2, 7, 8, 8, 16, 2),  // 3 + 2 + 2, stride 2
+            (3, 4, 7, 7, 32, 1),  // K = 32
+            (3, 4, 7, 6, 32, 2),  // odd rows at stride 2: the last input row is read by no output row
+            (5, 2, 8, 8, 32, 2),  // more images than threads: shares summed
+        ];
+        for (i, (n, c, h, w, k, stride)) in cases.into_iter().enumerate() {
+            let g = Geometry::new(&[n, c, h, w], &[k, c, 3, 3], stride, 1).unwrap();
+            assert_eq!(
+                g.by_outer_products(),
+                crate::sgemm::available(),
+                "case {i} should take outer products on AVX-512"
+            );
+            check(n, c, h, w, k, 3, stride, 1, 80 + i as u64);
         }
         if !crate::sgemm::available() {
             eprintln!("note: this CPU has no AVX-512 (or LT_KERNELS_ISA caps it): these shapes ran the gemm path");

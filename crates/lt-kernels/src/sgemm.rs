@@ -517,6 +517,26 @@ pub(crate) unsafe fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> 
     unsafe { crate::simd::written(a.len(), fill) }
 }
 
+/// `a` (rows × cols) transposed into `out` (cols × rows), on this thread: for the many small
+/// transposes of one parallel loop, where [`transpose`]'s own threads would only get in the way.
+///
+/// # Safety
+/// The CPU must have AVX-512 F ([`available`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn transpose_into(a: &[f32], rows: usize, cols: usize, out: &mut [std::mem::MaybeUninit<f32>]) {
+    assert!(
+        a.len() == rows * cols && out.len() == a.len(),
+        "transpose_into: {} values, {} places for {rows} x {cols}",
+        a.len(),
+        out.len()
+    );
+    for (stripe, out) in out.chunks_mut(16 * rows.max(1)).enumerate() {
+        // SAFETY: the CPU has AVX-512 F (the caller's contract); `out` is rows 16·stripe.. of
+        // the result, at most 16 of them.
+        unsafe { transpose_stripe(a, rows, cols, stripe * 16, out) }
+    }
+}
+
 /// Columns `c0..c0 + out.len() / rows` of `a` (rows × cols) into `out` as rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
