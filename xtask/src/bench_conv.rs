@@ -35,6 +35,17 @@ const SHAPES: &[Shape] = &[
     ("vgg19", 64, 512, 512, 2, 3, 1, 1, 4),
 ];
 
+/// A pass's time (s) in ms; "-" where the difference of two medians it comes from was not
+/// positive (the machine's noise larger than the pass).
+fn ms(t: f64) -> String {
+    if t > 1e-9 { format!("{:.2}", t * 1e3) } else { "-".into() }
+}
+
+/// GFLOP/s of `flops` in `t` seconds, "-" where `t` is not measured (see [`ms`]).
+fn gflops(flops: f64, t: f64) -> String {
+    if t > 1e-9 { format!("{:.1}", flops / t / 1e9) } else { "-".into() }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -141,14 +152,14 @@ fn table(reps: usize, only: Option<&str>) -> Result<()> {
         let total: f64 = rows.iter().filter(|r| r.0 == net).map(|r| r.6 as f64 * (r.7 + r.8 + r.9)).sum();
         for &(name, c, k, h, r, stride, count, f, dw, dx, flops) in rows.iter().filter(|r| r.0 == net) {
             println!(
-                "{name:<9} {c:>4} {k:>4} {h:>4} {:>3} {stride:>4} {count:>2} {:>8.2} {:>8.2} {:>8.2} {:>6.1} {:>6.1} {:>6.1} {:>5.1}%",
+                "{name:<9} {c:>4} {k:>4} {h:>4} {:>3} {stride:>4} {count:>2} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>5.1}%",
                 format!("{r}x{r}"),
-                f * 1e3,
-                dw * 1e3,
-                dx * 1e3,
-                flops / f / 1e9,
-                flops / dw / 1e9,
-                flops / dx / 1e9,
+                ms(f),
+                ms(dw),
+                ms(dx),
+                gflops(flops, f),
+                gflops(flops, dw),
+                gflops(flops, dx),
                 100.0 * count as f64 * (f + dw + dx) / total
             );
         }
