@@ -15,7 +15,7 @@
 //! image itself.
 //!
 //! On AVX-512 CPUs two shapes leave this scheme: images of at most 16 pixels go one product per
-//! kernel tap (`taps`), and the weight gradient of 3x3 layers with 16 or 32 output channels is
+//! kernel tap (`taps`), and the weight gradient of 3x3 layers with 16, 32 or 64 output channels is
 //! summed as outer products in registers (`outer`).
 
 use std::mem::MaybeUninit;
@@ -779,10 +779,10 @@ mod tests {
         }
     }
 
-    /// 3x3 kernels with padding 1 and 16 or 32 output channels: on AVX-512 CPUs the weight
+    /// 3x3 kernels with padding 1 and 16, 32 or 64 output channels: on AVX-512 CPUs the weight
     /// gradient is summed as outer products in registers (`outer`), three, two or one input
-    /// channels at a time for K = 16, one for K = 32, at stride 1 and 2; elsewhere more shapes of
-    /// the `gemm` path.
+    /// channels at a time for K = 16, one for K = 32, two kernel rows then one for K = 64, at
+    /// stride 1 and 2; elsewhere more shapes of the `gemm` path.
     #[test]
     fn narrow_weight_gradients_by_outer_products_match_candle() {
         let cases = [
@@ -794,6 +794,9 @@ mod tests {
             (3, 4, 7, 7, 32, 1),  // K = 32
             (3, 4, 7, 6, 32, 2),  // odd rows at stride 2: the last input row is read by no output row
             (5, 2, 8, 8, 32, 2),  // more images than threads: shares summed
+            (3, 3, 8, 8, 64, 1),  // K = 64: kernel rows 0-1, then 2
+            (2, 2, 9, 8, 64, 2),
+            (2, 40, 16, 16, 64, 1), // 40 channels of 16x16: ResNet-20's 64-channel layers' size
         ];
         for (i, (n, c, h, w, k, stride)) in cases.into_iter().enumerate() {
             let g = Geometry::new(&[n, c, h, w], &[k, c, 3, 3], stride, 1).unwrap();
@@ -804,6 +807,8 @@ mod tests {
             );
             check(n, c, h, w, k, 3, stride, 1, 80 + i as u64);
         }
+        // VGG-19's 32x32 64-channel layers: their operands do not stay in L2.
+        assert!(!Geometry::new(&[64, 64, 32, 32], &[64, 64, 3, 3], 1, 1).unwrap().by_outer_products());
         if !crate::sgemm::available() {
             eprintln!("note: this CPU has no AVX-512 (or LT_KERNELS_ISA caps it): these shapes ran the gemm path");
         }

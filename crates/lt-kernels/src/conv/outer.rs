@@ -6,11 +6,11 @@
 //!                  dy[n, k, p, q] · x[n, c, p·stride + r − 1, q·stride + s − 1]
 //! ```
 //!
-//! With K = 16 or 32 output channels, the K gradients of one weight column (c, r, s) are one or
+//! With K = 16, 32 or 64 output channels, the K gradients of one weight column (c, r, s) are one or
 //! two vectors. Each output pixel adds `x[c, o + shift] × dy[o, :]` (a broadcast times the
 //! pixel's K gradients) to the 9 taps of a few input channels, all of whose sums stay in
-//! registers (27 for K = 16, three channels at a time; 18 for K = 32, one channel) for the whole
-//! image: per pixel one load of its gradients and one FMA with a broadcast operand per sum (the
+//! registers (27 for K = 16, three channels at a time; 18 for K = 32, one channel; for K = 64 a
+//! channel's first two kernel rows, 24, then its third) for the whole image: per pixel one load of its gradients and one FMA with a broadcast operand per sum (the
 //! compiled loop is exactly that). The im2col path these layers took before stored the (C·9) ×
 //! pixels matrix, transposed it, and ran a product whose 16 or 32 rows fill a micro-kernel
 //! poorly. Here nothing is stored but a zero-bordered copy of each image (so no pixel needs a
@@ -29,15 +29,23 @@ use rayon::prelude::*;
 
 use super::{Geometry, images_per_chunk};
 
+/// The most bytes one image's operands (its bordered copy and its transposed `dy`) may take:
+/// every channel tile reads them again, so they should stay in L2. ResNet-20's layers take
+/// 42-140 KB; VGG-19's 32x32 64-channel layers (276 and 558 KB) ran no faster than the im2col
+/// path here (`cargo xtask bench conv`, Intel Xeon, AVX-512, three A/B pairs), and stay on it.
+const MAX_IMAGE_BYTES: usize = 256 << 10;
+
 impl Geometry {
-    /// Whether the weight gradient runs here: a 3x3 kernel, padding 1, stride 1 or 2, 16 or 32
-    /// output channels, and an AVX-512 CPU.
+    /// Whether the weight gradient runs here: a 3x3 kernel, padding 1, stride 1 or 2, 16, 32 or
+    /// 64 output channels, an image whose two operands fit [`MAX_IMAGE_BYTES`], and an AVX-512
+    /// CPU.
     pub(super) fn by_outer_products(&self) -> bool {
         (self.stride == 1 || self.stride == 2)
             && self.r == 3
             && self.s == 3
             && self.pad == 1
-            && (self.k == 16 || self.k == 32)
+            && matches!(self.k, 16 | 32 | 64)
+            && 4 * (self.c * (self.h + 2) * (self.w + 2) + self.k * self.pq()) <= MAX_IMAGE_BYTES
             && crate::sgemm::available()
     }
 }
@@ -77,15 +85,24 @@ pub(super) fn weight_gradient(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     // SAFETY: as above; the tile's channels c0.. are inside `padded` and `sums`.
                     c0 += unsafe {
                         match (g.k, left, g.stride) {
-                            (16, 1, 1) => image::<1, 1, 9, 1>(g, &padded, c0, dyt, &mut sums),
+                            (16, 1, 1) => image::<1, 1, 3, 9, 1>(g, &padded, c0, 0, dyt, &mut sums),
                             // Four left: two tiles of two, not three and one.
-                            (16, 2 | 4, 1) => image::<1, 2, 18, 1>(g, &padded, c0, dyt, &mut sums),
-                            (16, _, 1) => image::<1, 3, 27, 1>(g, &padded, c0, dyt, &mut sums),
-                            (16, 1, _) => image::<1, 1, 9, 2>(g, &padded, c0, dyt, &mut sums),
-                            (16, 2 | 4, _) => image::<1, 2, 18, 2>(g, &padded, c0, dyt, &mut sums),
-                            (16, _, _) => image::<1, 3, 27, 2>(g, &padded, c0, dyt, &mut sums),
-                            (_, _, 1) => image::<2, 1, 18, 1>(g, &padded, c0, dyt, &mut sums),
-                            _ => image::<2, 1, 18, 2>(g, &padded, c0, dyt, &mut sums),
+                            (16, 2 | 4, 1) => image::<1, 2, 3, 18, 1>(g, &padded, c0, 0, dyt, &mut sums),
+                            (16, _, 1) => image::<1, 3, 3, 27, 1>(g, &padded, c0, 0, dyt, &mut sums),
+                            (16, 1, _) => image::<1, 1, 3, 9, 2>(g, &padded, c0, 0, dyt, &mut sums),
+                            (16, 2 | 4, _) => image::<1, 2, 3, 18, 2>(g, &padded, c0, 0, dyt, &mut sums),
+                            (16, _, _) => image::<1, 3, 3, 27, 2>(g, &padded, c0, 0, dyt, &mut sums),
+                            (32, _, 1) => image::<2, 1, 3, 18, 1>(g, &padded, c0, 0, dyt, &mut sums),
+                            (32, _, _) => image::<2, 1, 3, 18, 2>(g, &padded, c0, 0, dyt, &mut sums),
+                            // K = 64: a channel's 36 sums do not fit; its kernel rows 0-1, then 2.
+                            (_, _, 1) => {
+                                image::<4, 1, 2, 24, 1>(g, &padded, c0, 0, dyt, &mut sums);
+                                image::<4, 1, 1, 12, 1>(g, &padded, c0, 2, dyt, &mut sums)
+                            }
+                            _ => {
+                                image::<4, 1, 2, 24, 2>(g, &padded, c0, 0, dyt, &mut sums);
+                                image::<4, 1, 1, 12, 2>(g, &padded, c0, 2, dyt, &mut sums)
+                            }
                         }
                     };
                 }
@@ -107,31 +124,33 @@ pub(super) fn weight_gradient(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     dw
 }
 
-/// Adds one image's gradient of input channels `c0..c0 + CT` to `sums` ((c, r, s, k)) and returns
-/// CT. `padded` is the image with a zero border (C, H + 2, W + 2), `dyt` its output gradient
-/// pixel-major (P·Q, K = 16·KV), `STRIDE` the convolution's; `N` = 9·CT·KV sums live in
-/// registers for the whole image.
+/// Adds one image's gradient of input channels `c0..c0 + CT`, kernel rows `r0..r0 + RT`, to
+/// `sums` ((c, r, s, k)) and returns CT. `padded` is the image with a zero border (C, H + 2,
+/// W + 2), `dyt` its output gradient pixel-major (P·Q, K = 16·KV), `STRIDE` the convolution's;
+/// `N` = 3·RT·CT·KV sums live in registers for the whole image.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, and channels `c0..c0 + CT` must exist.
 #[target_feature(enable = "avx512f")]
-unsafe fn image<const KV: usize, const CT: usize, const N: usize, const STRIDE: usize>(
+unsafe fn image<const KV: usize, const CT: usize, const RT: usize, const N: usize, const STRIDE: usize>(
     g: &Geometry,
     padded: &[f32],
     c0: usize,
+    r0: usize,
     dyt: &[f32],
     sums: &mut [f32],
 ) -> usize {
-    const { assert!(N == 9 * CT * KV && N <= 28) };
-    assert!(c0 + CT <= g.c && dyt.len() == g.pq() * 16 * KV, "tile {c0} + {CT} of {g:?}");
+    const { assert!(N == 3 * RT * CT * KV && N <= 28 && CT * RT <= 9) };
+    assert!(c0 + CT <= g.c && r0 + RT <= 3 && dyt.len() == g.pq() * 16 * KV, "tile {c0} + {CT}, {r0} + {RT} of {g:?}");
     let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
-    let mut acc = [_mm512_setzero_ps(); N];
     assert!(g.stride == STRIDE && (g.p - 1) * STRIDE + 2 < g.h + 2 && (g.q - 1) * STRIDE + 2 < wp, "{g:?}");
+    let mut acc = [_mm512_setzero_ps(); N];
     for p in 0..g.p {
-        // Row r of the tile's channel ci for output row p: padded row p·STRIDE + r.
+        // Kernel row r0 + rr of the tile's channel ci (i = ci·RT + rr) for output row p: padded
+        // row p·STRIDE + r0 + rr.
         let rows: [*const f32; 9] = std::array::from_fn(|i| {
-            if i < 3 * CT {
-                padded[(c0 + i / 3) * plane + (p * STRIDE + i % 3) * wp..].as_ptr()
+            if i < RT * CT {
+                padded[(c0 + i / RT) * plane + (p * STRIDE + r0 + i % RT) * wp..].as_ptr()
             } else {
                 std::ptr::null()
             }
@@ -140,24 +159,27 @@ unsafe fn image<const KV: usize, const CT: usize, const N: usize, const STRIDE: 
         for q in 0..g.q {
             // SAFETY: pixel (p, q)'s K gradients are inside `dyt` (checked above).
             let d: [__m512; KV] = std::array::from_fn(|j| unsafe { _mm512_loadu_ps(grads.add((q * KV + j) * 16)) });
-            for i in 0..3 * CT {
+            for (i, row) in rows.iter().enumerate().take(RT * CT) {
                 for s in 0..3 {
                     // SAFETY: columns q·STRIDE..q·STRIDE + 2 of a padded row of W + 2 are inside it
                     // (asserted above).
-                    let x = _mm512_set1_ps(unsafe { *rows[i].add(q * STRIDE + s) });
-                    for j in 0..KV {
+                    let x = _mm512_set1_ps(unsafe { *row.add(q * STRIDE + s) });
+                    for (j, d) in d.iter().enumerate() {
                         let a = &mut acc[(i * 3 + s) * KV + j];
-                        *a = _mm512_fmadd_ps(x, d[j], *a);
+                        *a = _mm512_fmadd_ps(x, *d, *a);
                     }
                 }
             }
         }
     }
-    // Tap (ci, r, s)'s KV vectors go to sums[((c0 + ci)·9 + r·3 + s)·K..]: the tile is consecutive.
-    let out = &mut sums[c0 * 9 * 16 * KV..][..N * 16];
-    for (v, a) in out.chunks_exact_mut(16).zip(acc) {
-        // SAFETY: `v` is 16 floats.
-        unsafe { _mm512_storeu_ps(v.as_mut_ptr(), _mm512_add_ps(_mm512_loadu_ps(v.as_ptr()), a)) };
+    // Row i's three taps (3·KV vectors) go to sums[((c0 + ci)·9 + (r0 + rr)·3)·K..].
+    for (i, taps) in acc.chunks_exact(3 * KV).enumerate() {
+        let (ci, rr) = (i / RT, i % RT);
+        let out = &mut sums[((c0 + ci) * 9 + (r0 + rr) * 3) * 16 * KV..][..3 * KV * 16];
+        for (v, a) in out.chunks_exact_mut(16).zip(taps) {
+            // SAFETY: `v` is 16 floats.
+            unsafe { _mm512_storeu_ps(v.as_mut_ptr(), _mm512_add_ps(_mm512_loadu_ps(v.as_ptr()), *a)) };
+        }
     }
     CT
 }
