@@ -19,6 +19,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path (runpy) too
 import nets  # noqa: E402
 
+# Timings of the evaluation per run, of which the median counts (xtask/src/bench_train.rs: the same).
+EVAL_REPEATS = 5
+
 NETWORKS = {
     # name: (constructor, input shape, batch, optimizer, learning rate)
     'lenet': (nets.LeNet, (1, 28, 28), 60, 'adam', 1.2e-3),
@@ -68,17 +71,21 @@ def time_network(name, args):
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    # Evaluation: forward passes over 1,000 examples in batches of 500, after one untimed pass.
+    # Evaluation: forward passes over 1,000 examples in batches of 500, after one untimed pass;
+    # the median of EVAL_REPEATS such timings (one is a few milliseconds for LeNet: noise).
     model.eval()
     xe = torch.randn(500, *shape).to(device)
+    evals = []
     with torch.no_grad():
         model(xe)
         sync()
-        start = time.perf_counter()
-        model(xe)
-        model(xe)
-        sync()
-        eval_s = time.perf_counter() - start
+        for _ in range(EVAL_REPEATS):
+            start = time.perf_counter()
+            model(xe)
+            model(xe)
+            sync()
+            evals.append(time.perf_counter() - start)
+    eval_s = statistics.median(evals)
     flops = nets.forward_flops(model, shape)
     return dict(impl='torch', version=torch.__version__, model=name, masked=args.masked, threads=args.threads,
                 device=args.device,
