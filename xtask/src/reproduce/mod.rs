@@ -81,7 +81,7 @@ struct Args {
     #[arg(long)]
     status: bool,
     /// Run task N of the plan (as numbered there) alone and exit without rendering: what a Slurm
-    /// job runs.
+    /// job runs, and a way to choose what a sitting trains.
     #[arg(long)]
     task: Option<usize>,
     /// Where to train: cpu, or cuda / cuda:N (an NVIDIA GPU, in a build with `--features cuda`).
@@ -320,7 +320,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         {
             print!("{}", figure_help(fig)?);
             println!(
-                "\noptions: --scale smoke|small|medium|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --accumulate K  --out DIR  --store DIR  --dry-run\n         --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
+                "\noptions: --scale smoke|small|medium|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --accumulate K  --out DIR  --store DIR  --dry-run\n         --task N (one task of the plan, as numbered there)  --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
             );
             return Ok(());
         }
