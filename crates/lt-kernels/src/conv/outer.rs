@@ -27,7 +27,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::{Geometry, images_per_chunk};
+use super::{Geometry, assume_written, images_per_chunk};
+use crate::simd::add_into;
 
 /// The most bytes one image's operands (its bordered copy and its transposed `dy`) may take:
 /// every channel tile reads them again, so they should stay in L2. ResNet-20's layers take
@@ -75,9 +76,9 @@ pub(super) fn weight_gradient(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 }
                 // SAFETY: the CPU has AVX-512 (`by_outer_products`); the transpose writes all of
                 // `dyt`, after which it is plain floats.
-                let dyt = unsafe {
+                let dyt: &[f32] = unsafe {
                     crate::sgemm::transpose_into(dyn_, g.k, pq, &mut dyt);
-                    &*(std::ptr::from_ref(dyt.as_slice()) as *const [f32])
+                    assume_written(&mut dyt)
                 };
                 let mut c0 = 0;
                 while c0 < g.c {
@@ -111,17 +112,15 @@ pub(super) fn weight_gradient(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         })
         .collect();
     // The shares added in a fixed order, then (c, r, s, k) → (k, c, r, s).
-    let mut sums = vec![0f32; g.c * 9 * g.k];
-    for p in &partials {
-        sums.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
-    let mut dw = vec![0f32; sums.len()];
-    for (column, ks) in sums.chunks_exact(g.k).enumerate() {
-        for (k, v) in ks.iter().enumerate() {
-            dw[k * g.c * 9 + column] = *v;
-        }
-    }
-    dw
+    let sums = partials
+        .into_iter()
+        .reduce(|mut sums, share| {
+            add_into(&mut sums, &share);
+            sums
+        })
+        .unwrap_or_else(|| vec![0f32; g.c * 9 * g.k]);
+    // SAFETY: the CPU has AVX-512 (`by_outer_products`).
+    unsafe { crate::sgemm::transpose(&sums, g.c * 9, g.k) }
 }
 
 /// Adds one image's gradient of input channels `c0..c0 + CT`, kernel rows `r0..r0 + RT`, to
