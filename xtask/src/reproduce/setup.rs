@@ -17,10 +17,11 @@
 //! - `medium`: the `small` protocol trained long enough for the networks to learn (ResNet-20
 //!   3,000 iterations, 6.4 epochs of Fashion-MNIST; VGG-19 2,000, 2.1 epochs; LeNet 20,000),
 //!   ResNet-20 and VGG-19 one level deeper (10.7% of the weights) and rewound past the onsets
-//!   of stability measured at small (k = 100). `small` answered the question it was sized for with "no gap": at T = 500 the k =
-//!   0 subnetworks are stable and match the rewound ones (RESULTS.md); medium is the next step
-//!   up on a CPU. It runs for days on the 2-core machine, so it is meant for several sittings
-//!   (`--only`, `--replicates`, `--rewind` and the resumable store), or a GPU (`--device cuda`).
+//!   of stability measured at small (k = 100). `small` answered the question it was sized for
+//!   with "no gap": at T = 500 the k = 0 subnetworks are stable and match the rewound ones
+//!   (RESULTS.md); medium is the next step up on a CPU. It runs for hours to days on the 2-core
+//!   machine, so it is meant for several sittings (`--only`, `--replicates`, `--rewind`,
+//!   `--task` and the resumable store), or a GPU (`--device cuda`).
 //! - `smoke`: minutes, on the bundled `fashion-mnist-sample`: a handful of iterations, 2 levels,
 //!   1 replicate. It checks the pipeline; its numbers mean nothing, and its figure says so.
 //!
