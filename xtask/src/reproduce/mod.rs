@@ -74,6 +74,13 @@ struct Args {
     /// hyperparameter: its runs are other folders of the store.
     #[arg(long, value_name = "K")]
     accumulate: Option<usize>,
+    /// Train with batches of B for the scale's number of epochs: iterations, the rate's
+    /// milestones, warmup and the scale's rewind points stretch by (the scale's batch) / B, the
+    /// learning rate stays, so a smaller batch trains with more gradient noise (the batch-size
+    /// lever on stability). `--rewind` is then in the new iterations. A hyperparameter: its runs
+    /// are other folders of the store.
+    #[arg(long, value_name = "B")]
+    batch: Option<usize>,
     /// Print the plan and the time estimate, run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -118,6 +125,7 @@ impl Args {
         opt("--rewind", self.rewind.as_ref().map(|ks| ks.iter().map(u64::to_string).collect::<Vec<_>>().join(",")));
         opt("--levels", self.levels.map(|n| n.to_string()));
         opt("--accumulate", self.accumulate.map(|n| n.to_string()));
+        opt("--batch", self.batch.map(|n| n.to_string()));
         opt("--device", self.device.is_cuda().then(|| self.device.to_string()));
         Ok(c)
     }
@@ -320,7 +328,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         {
             print!("{}", figure_help(fig)?);
             println!(
-                "\noptions: --scale smoke|small|medium|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --accumulate K  --out DIR  --store DIR  --dry-run\n         --task N (one task of the plan, as numbered there)  --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
+                "\noptions: --scale smoke|small|medium|paper  --dataset NAME  --only PRESETS  --replicates N  --rewind K,K  --levels N  --accumulate K  --batch B  --out DIR  --store DIR  --dry-run\n         --task N (one task of the plan, as numbered there)  --executor local|slurm  --status  (Slurm: --partition --account --time --gpus --cpus --sbatch-arg --prologue; `--help` without a figure describes them)"
             );
             return Ok(());
         }
@@ -353,6 +361,9 @@ pub fn run(raw: &[String]) -> Result<()> {
         .filter(|p| only.as_ref().is_none_or(|o| o.contains(p)))
         .map(|p| {
             let mut setup = Setup::new(p, args.scale, args.dataset.as_deref())?;
+            if let Some(b) = args.batch {
+                setup.with_batch(b)?;
+            }
             if let Some(n) = args.replicates {
                 if n == 0 {
                     bail!("--replicates must be at least 1");

@@ -110,6 +110,9 @@ pub struct Setup {
     pub image_size: Option<u32>,
     /// `--accumulate`: micro-batches per batch.
     pub accumulate: Option<usize>,
+    /// The scale's batch / `--batch`'s (1 without it): the rewind points this scale lists in
+    /// its own iterations stretch by it, so that they stay at the same epoch.
+    pub stretch: f64,
 }
 
 /// Iterations per epoch of `preset` on its own dataset at its batch size (ImageNet at 1024:
@@ -183,7 +186,39 @@ impl Setup {
             levels: None,
             image_size,
             accumulate: None,
+            stretch: 1.0,
         })
+    }
+
+    /// `--batch`: train with batches of `batch` for the scale's number of epochs. Iterations,
+    /// the schedule's milestones and warmup, and the scale's rewind points all stretch by the
+    /// scale's batch / `batch`, so each stays at the same epoch; the learning rate stays, so a
+    /// smaller batch trains with more gradient noise per example (the batch-size lever on
+    /// stability). Apply before `--rewind`, whose points are in the new iterations.
+    pub fn with_batch(&mut self, batch: usize) -> Result<()> {
+        if batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        let stretch = self.batch as f64 / batch as f64;
+        let iterations = (self.iterations as f64 * stretch).round() as u64;
+        if iterations == 0 {
+            bail!(
+                "--batch {batch}: {}'s {} iterations at batch {} leave no iteration at batch {batch}",
+                self.preset.name,
+                self.iterations,
+                self.batch
+            );
+        }
+        self.factor *= iterations as f64 / self.iterations as f64;
+        self.iterations = iterations;
+        self.batch = batch;
+        self.stretch *= stretch;
+        Ok(())
+    }
+
+    /// One of the rewind points this scale lists in its own iterations, stretched by `--batch`.
+    fn listed(&self, k: u64) -> u64 {
+        ((k as f64 * self.stretch).round() as u64).min(self.iterations)
     }
 
     /// `e` epochs of the paper's schedule, in this scale's iterations.
@@ -297,7 +332,9 @@ impl Setup {
             }
             (Scale::Paper, _) => &[0, 100, 250, 500, 1000, 2000, 5000],
         };
-        ks.iter().copied().filter(|k| *k < self.iterations).collect()
+        let mut ks: Vec<u64> = ks.iter().map(|k| self.listed(*k)).collect();
+        ks.dedup();
+        ks.into_iter().filter(|k| *k < self.iterations).collect()
     }
 
     /// How a pair of copies is measured: points on the line, batches to recompute BatchNorm
@@ -329,7 +366,7 @@ impl Setup {
         t.batch_size = self.batch;
         t.image_size = self.image_size;
         t.accumulate = self.accumulate;
-        if self.scale != Scale::Paper {
+        if self.scale != Scale::Paper || self.stretch != 1.0 {
             t.schedule.milestones = t.schedule.milestones.iter().map(|m| self.scaled(*m)).collect();
             t.schedule.milestones.dedup();
             t.schedule.warmup = self.scaled(t.schedule.warmup);
@@ -380,11 +417,11 @@ impl Setup {
             return k;
         }
         match (self.scale, self.family) {
-            (Scale::Small, Family::Resnet) => 50,
-            (Scale::Small, Family::Vgg) => 25,
-            (Scale::Medium, Family::Resnet | Family::Vgg) => 100,
+            (Scale::Small, Family::Resnet) => self.listed(50),
+            (Scale::Small, Family::Vgg) => self.listed(25),
+            (Scale::Medium, Family::Resnet | Family::Vgg) => self.listed(100),
             (_, Family::Vgg) => self.scaled(100),
-            (Scale::Smoke, Family::Imagenet) => 2,
+            (Scale::Smoke, Family::Imagenet) => self.listed(2),
             // Figure 8: just past the epochs where rewinding matched the dense network (4, 6 and
             // 10); ResNet-50's 6 is the paper's own (its iterative panel).
             (_, Family::Imagenet) => self.epochs(match self.preset.name {
@@ -451,5 +488,34 @@ mod tests {
         assert_eq!((vgg.iterations, vgg.fig5_rewind()), (2_000, 100));
         let e = Setup::new("resnet50", Scale::Medium, None).err().unwrap().to_string();
         assert!(e.contains("no medium scale"), "{e}");
+    }
+
+    /// `--batch 32` at small trains ResNet-20 for the same 1.07 epochs as batch 128: 4x the
+    /// iterations, the rate drops, warmup and every rewind point at the same epoch.
+    #[test]
+    fn a_smaller_batch_keeps_the_epochs() {
+        let mut s = Setup::new("resnet18-standard", Scale::Small, Some("fashion-mnist")).unwrap();
+        s.with_batch(32).unwrap();
+        assert_eq!((s.iterations, s.batch), (2_000, 32));
+        assert_eq!(s.train_spec(0).schedule.milestones, vec![1_333, 1_667]);
+        assert_eq!(s.instability_points(), vec![0, 100, 200, 400, 800]);
+        assert_eq!(s.rewind_points(), s.instability_points());
+        assert_eq!(s.fig5_rewind(), 200);
+        let mut w = Setup::new("resnet18-warmup", Scale::Small, Some("fashion-mnist")).unwrap();
+        assert_eq!(w.train_spec(0).schedule.warmup, 333);
+        w.with_batch(32).unwrap();
+        // 20,000 of the paper's 30,000 iterations, now of 2,000.
+        assert_eq!(w.train_spec(0).schedule.warmup, 1_333);
+        // At paper scale the milestones stretch too (they are left alone without --batch).
+        let mut p = Setup::new("resnet18-standard", Scale::Paper, None).unwrap();
+        let before = p.train_spec(0).schedule.milestones;
+        p.with_batch(256).unwrap();
+        let after = p.train_spec(0).schedule.milestones;
+        assert_eq!(after, before.iter().map(|m| m / 2).collect::<Vec<_>>());
+        let e = s.with_batch(0).err().unwrap().to_string();
+        assert!(e.contains("--batch must be at least 1"), "{e}");
+        let mut tiny = Setup::new("resnet18-standard", Scale::Smoke, None).unwrap();
+        let e = tiny.with_batch(100_000).err().unwrap().to_string();
+        assert!(e.contains("leave no iteration"), "{e}");
     }
 }
