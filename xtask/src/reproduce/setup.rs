@@ -388,11 +388,19 @@ impl Setup {
     }
 
     /// Figure 4's rewind points at this scale: the paper's, scaled (points that coincide are one);
-    /// at small, the instability figure's grid, which brackets the dense network's measured onset
-    /// of stability (RESULTS.md).
+    /// at small, three points that bracket the dense network's measured onset of stability
+    /// (RESULTS.md: ResNet-20 k* = 25 of 500, VGG-19 between 25 and 100 of 300), ResNet-20's two
+    /// lower ones figure 5's (whose IMP runs fig4 then reuses): each of fig4's points costs about
+    /// 50 min at small, so the instability figure's five would not fit one sitting; at medium,
+    /// the instability figure's grid.
     pub fn rewind_points(&self) -> Vec<u64> {
         if let Some(ks) = &self.rewind {
             return ks.clone();
+        }
+        match (self.scale, self.family) {
+            (Scale::Small, Family::Resnet) => return [0, 50, 200].map(|k| self.listed(k)).to_vec(),
+            (Scale::Small, Family::Vgg) => return [0, 25, 100].map(|k| self.listed(k)).to_vec(),
+            _ => {}
         }
         if (self.scale.shortened() && self.family != Family::Lenet) || self.family == Family::Imagenet {
             return self.instability_points();
@@ -480,6 +488,9 @@ mod tests {
         assert_eq!(medium.fraction, small.fraction);
         assert_eq!((small.curve_levels(), medium.curve_levels()), (4, 5));
         assert_eq!((small.fig5_rewind(), medium.fig5_rewind()), (50, 100));
+        // Small's fig4 grid: both sides of k* = 25, fig5's two runs among its points.
+        assert_eq!(small.rewind_points(), vec![0, 50, 200]);
+        assert!(small.rewind_points().contains(&small.fig5_rewind()));
         assert_eq!(medium.rewind_points(), medium.instability_points());
         assert_eq!(medium.copies(), small.copies());
         // The paper's rate drops at 20,000 and 25,000 of 30,000, scaled by a tenth.
@@ -499,7 +510,7 @@ mod tests {
         assert_eq!((s.iterations, s.batch), (2_000, 32));
         assert_eq!(s.train_spec(0).schedule.milestones, vec![1_333, 1_667]);
         assert_eq!(s.instability_points(), vec![0, 100, 200, 400, 800]);
-        assert_eq!(s.rewind_points(), s.instability_points());
+        assert_eq!(s.rewind_points(), vec![0, 200, 800]);
         assert_eq!(s.fig5_rewind(), 200);
         let mut w = Setup::new("resnet18-warmup", Scale::Small, Some("fashion-mnist")).unwrap();
         assert_eq!(w.train_spec(0).schedule.warmup, 333);
