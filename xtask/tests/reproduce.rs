@@ -108,8 +108,9 @@ fn fig5_fig3_and_fig4_smoke_runs_write_figure_data_and_report() {
     let stdout = text(&o.stdout);
     let k0: Vec<&str> =
         stdout.lines().filter(|l| l.contains("lenet r0 k=0:") && l.contains("iterations to train")).collect();
-    // The lottery run, data-order and pruning stability, and the barrier between copies 0 and 1.
-    assert_eq!(k0.len(), 4, "{stdout}");
+    // The dense network the rewind points share, the lottery run, data-order and pruning
+    // stability, and the barrier between copies 0 and 1.
+    assert_eq!(k0.len(), 5, "{stdout}");
     assert!(k0.iter().all(|l| l.ends_with(" 0 iterations to train")), "{stdout}");
     // The sparse instability: the error barrier of the IMP subnetwork at every rewind point.
     for k in &rewinds {

@@ -95,9 +95,10 @@ fn the_slurm_executor_gives_the_local_executors_results() {
     let expected = local_csv();
     let dir = tempfile::tempdir().unwrap();
     let (store, out) = (dir.path().join("store"), dir.path().join("out"));
-    // IMP reset and rewound need nothing (wave 0); the reinit branch needs the rewound run (wave 1).
+    // The dense network needs nothing (wave 0); IMP reset and rewound need it (wave 1); the
+    // reinit branch needs the rewound run (wave 2).
     let said = submit(&store, &out);
-    assert!(said.contains("submitted 3 task(s) in 2 job array(s)"), "{said}");
+    assert!(said.contains("submitted 4 task(s) in 3 job array(s)"), "{said}");
     // A second submission while the first is queued is refused with what to do.
     let o = fig5(&store, &out, &["--executor", "slurm"]);
     assert!(!o.status.success() && text(&o.stderr).contains("still queued or running"), "{}", text(&o.stderr));
@@ -105,7 +106,7 @@ fn the_slurm_executor_gives_the_local_executors_results() {
     let csv = std::fs::read_to_string(out.join("data.csv")).unwrap();
     assert_eq!(csv, expected, "Slurm's figure differs from the local executor's");
     let status = text(&fig5(&store, &out, &["--status"]).stdout);
-    assert!(status.contains("3 done") && status.contains("finished"), "{status}");
+    assert!(status.contains("4 done") && status.contains("finished"), "{status}");
     // Everything is done: submitting again queues only the rendering.
     let said = submit(&store, &out);
     assert!(said.contains("submitted 0 task(s) in 0 job array(s)"), "{said}");

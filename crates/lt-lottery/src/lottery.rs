@@ -293,10 +293,8 @@ impl Lottery {
         let wanted = format!("step_{}.safetensors", self.spec.rewind);
         for dir in dirs.iter().filter(|d| **d != self.dir) {
             let Ok(other) = Lottery::open(dir) else { continue };
-            let same_tensors = other.spec.prune.output_fraction.is_some() == self.spec.prune.output_fraction.is_some();
             let level0 = other.level_dir(0);
-            if other.spec.train != self.spec.train
-                || !same_tensors
+            if !other.spec.shares_dense_level(&self.spec)
                 || !level0.join(&wanted).is_file()
                 || job::outcome(&level0)?.is_none()
             {

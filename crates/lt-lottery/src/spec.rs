@@ -195,6 +195,13 @@ impl LotterySpec {
     pub fn id(&self) -> String {
         format!("{}-{}", self.train.preset, &hash(self)[..12])
     }
+
+    /// Whether `other`'s dense level (level 0, trained from W_0 to the end) is this run's too:
+    /// the same training, and masks over the same tensors. Such runs differ only in their rewind
+    /// point or their pruning, and Algorithm 1 trains their dense network once.
+    pub fn shares_dense_level(&self, other: &LotterySpec) -> bool {
+        self.train == other.train && self.prune.output_fraction.is_some() == other.prune.output_fraction.is_some()
+    }
 }
 
 /// SHA-256 (hex) of the canonical JSON of `value`: object keys sorted, `null`s left out.

@@ -93,14 +93,44 @@ impl Task {
     }
 }
 
+/// `tasks` with a task of its own for the dense level (level 0 of the first of them) before the
+/// first lottery run or branch of every training that two or more of them share
+/// ([`LotterySpec::shares_dense_level`]): the runs rewound to different points (or reset)
+/// then all wait for the one dense network, as in Algorithm 1, instead of each training it when
+/// they run side by side (`--executor slurm`). Run in order, nothing changes: the first run
+/// trained the dense level and the others borrowed it.
+fn with_shared_dense_levels(tasks: Vec<Task>) -> Vec<Task> {
+    let runs = |t: &Task| match t {
+        Task::Lottery { spec, levels } if *levels > 0 => Some(spec.clone()),
+        Task::Branch { spec, .. } => Some(spec.clone()),
+        _ => None,
+    };
+    let mut out: Vec<Task> = Vec::with_capacity(tasks.len());
+    for (i, t) in tasks.iter().enumerate() {
+        if let Some(spec) = runs(t) {
+            let shared = |s: &LotterySpec| s.shares_dense_level(&spec);
+            let first = !tasks[..i].iter().filter_map(runs).any(|s| shared(&s));
+            let others = tasks[i + 1..].iter().filter_map(runs).any(|s| shared(&s) && s != spec);
+            let dense_planned = tasks.iter().any(|e| matches!(e, Task::Lottery { spec: s, levels: 0 } if shared(s)));
+            if first && others && !dense_planned {
+                out.push(Task::Lottery { spec, levels: 0 });
+            }
+        }
+        out.push(t.clone());
+    }
+    out
+}
+
 /// Training iterations of task `i` of `tasks` if nothing were done yet: [`Task::iterations`],
-/// less the dense level of a lottery run that borrows it from an earlier run of the plan with
-/// the same training (whose dense level saves W_k at every rewind point of the plan:
-/// [`shared_rewinds`]).
+/// less the dense level of a lottery run that borrows it from an earlier task of the plan (a
+/// dense-level task, or a run with the same training, whose dense level saves W_k at every
+/// rewind point of the plan: [`shared_rewinds`]).
 pub fn planned_iterations(tasks: &[Task], i: usize) -> u64 {
     let t = &tasks[i];
-    if let Task::Lottery { spec, .. } = t
+    if let Task::Lottery { spec, levels } = t
+        && *levels > 0
         && tasks[..i].iter().any(|e| match e {
+            Task::Lottery { spec: s, levels: 0 } => s.shares_dense_level(spec),
             Task::Lottery { spec: s, .. } | Task::Branch { spec: s, .. } => s.train == spec.train && s != spec,
             _ => false,
         })
@@ -394,7 +424,7 @@ impl Figure {
         }
         let mut seen = std::collections::BTreeSet::new();
         tasks.retain(|t| seen.insert(t.key()));
-        tasks
+        with_shared_dense_levels(tasks)
     }
 
     fn stability_tasks(&self, setup: &Setup, r: u64, k: u64, tasks: &mut Vec<Task>) {

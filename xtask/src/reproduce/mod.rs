@@ -624,7 +624,8 @@ fn exec_for(tasks: &[Task], device: &Device) -> Exec {
 }
 
 /// The tasks (indices) that task `i` needs done first: its lottery run for a branch, a stability
-/// measurement or an interpolation; the data-order copies for an interpolation.
+/// measurement or an interpolation; the data-order copies for an interpolation; the dense-level
+/// task of its training for a lottery run or a branch.
 fn needs(tasks: &[Task], i: usize) -> Vec<usize> {
     let t = &tasks[i];
     let Some(spec) = t.lottery() else { return Vec::new() };
@@ -634,6 +635,9 @@ fn needs(tasks: &[Task], i: usize) -> Vec<usize> {
         .filter(|(j, e)| {
             *j != i
                 && match (e, t) {
+                    (Task::Lottery { spec: s, levels: 0 }, Task::Lottery { levels: 1.., .. } | Task::Branch { .. }) => {
+                        s.shares_dense_level(spec)
+                    }
                     (Task::Lottery { .. }, Task::Lottery { .. }) => false,
                     (Task::Lottery { spec: s, .. }, _) => s == spec,
                     (
@@ -678,6 +682,7 @@ fn describe(t: &Task) -> String {
             probe.points
         ),
         Task::Interpolate { level, points, .. } => format!("{base}: error barrier at level {level}, {points} points"),
+        Task::Lottery { levels: 0, .. } => format!("{base}: dense network (level 0)"),
         Task::Lottery { levels, .. } => format!("{base}: IMP levels 0-{levels}"),
         Task::Branch { branch, levels, .. } => {
             format!(
@@ -1289,4 +1294,56 @@ fn write_outputs(
     }
     lt_data::write_atomic(&out.join("report.md"), r.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use super::*;
+
+    fn plan(figure: &str, preset: &str, scale: Scale) -> Vec<Task> {
+        let def = figures::definition(figure).unwrap();
+        Figure::new(def, vec![Setup::new(preset, scale, Some("fashion-mnist")).unwrap()]).tasks()
+    }
+
+    /// The runs reset and rewound (and fig4's rewind points) share one dense network per
+    /// replicate: a task of its own, which every run of that training waits for on Slurm, and
+    /// which the plan's iterations count once.
+    #[test]
+    fn runs_of_one_training_wait_for_one_dense_level() {
+        for (figure, points) in [("fig5", 2), ("fig4", 3)] {
+            let tasks = plan(figure, "resnet18-standard", Scale::Small);
+            let dense: Vec<usize> =
+                (0..tasks.len()).filter(|&i| matches!(tasks[i], Task::Lottery { levels: 0, .. })).collect();
+            assert_eq!(dense.len(), 2, "{figure}: one dense task per replicate");
+            for &d in &dense {
+                let train = &tasks[d].train().clone();
+                let runs: Vec<usize> = (0..tasks.len())
+                    .filter(|&i| {
+                        matches!(tasks[i], Task::Lottery { levels: 1.., .. } | Task::Branch { .. })
+                            && tasks[i].train() == train
+                    })
+                    .collect();
+                assert!(runs.len() >= points, "{figure}: {runs:?}");
+                for i in runs {
+                    assert!(i > d && needs(&tasks, i).contains(&d), "{figure}: task {i} does not wait for {d}");
+                    let t = &tasks[i];
+                    if matches!(t, Task::Lottery { .. }) {
+                        assert_eq!(
+                            figures::planned_iterations(&tasks, i),
+                            t.iterations() - t.train().iterations,
+                            "{figure}: task {i} trains the dense network again"
+                        );
+                    }
+                }
+                assert_eq!(figures::planned_iterations(&tasks, d), tasks[d].train().iterations);
+                assert!(needs(&tasks, d).is_empty());
+                assert!(describe(&tasks[d]).ends_with("k=0: dense network (level 0)"), "{}", describe(&tasks[d]));
+            }
+        }
+        // One lottery run per training (fig3's stability at k = 0) has no dense task to share.
+        let fig3 = plan("fig3", "lenet", Scale::Small);
+        assert!(!fig3.iter().any(|t| matches!(t, Task::Lottery { levels: 0, .. })));
+    }
 }

@@ -1,9 +1,10 @@
 //! `--executor slurm`: a figure's unfinished tasks as Slurm batch jobs.
 //!
 //! Every task of the plan is one job that runs this binary with the same figure options and
-//! `--task N` (N as the plan prints it). Tasks form a dependency graph (a branch, a stability
-//! measurement or an interpolation needs its lottery run; an interpolation needs the data-order
-//! copies), cut into waves: wave 0 holds the tasks that need nothing unfinished, wave w those whose
+//! `--task N` (N as the plan prints it). Tasks form a dependency graph (a lottery run or a branch
+//! needs the dense-level task of its training, where the plan has several runs of it; a branch, a
+//! stability measurement or an interpolation needs its lottery run; an interpolation needs the
+//! data-order copies), cut into waves: wave 0 holds the tasks that need nothing unfinished, wave w those whose
 //! needs are all in earlier waves. Each wave is one job array (`--array=` the task numbers), held
 //! back by `--dependency=afterok:` on exactly the array elements its tasks need, and a last job
 //! renders the figure once every wave has succeeded. `--kill-on-invalid-dep=yes` cancels what can
