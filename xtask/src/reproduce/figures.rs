@@ -68,13 +68,24 @@ impl Task {
             Task::Lottery { levels, .. } => t + *levels as u64 * (t - k),
             Task::Branch { levels, .. } => levels.len() as u64 * (t - k),
             Task::Stability { kind: StabilityKind::DataOrder, samples, .. } => (2 * *samples as u64 - 1) * (t - k),
-            Task::Stability { samples, .. } => (2 * *samples as u64) * (t - k),
+            // The data-order copies, then the dense partners.
+            Task::Stability { samples, .. } => (2 * *samples as u64 - 1) * (t - k) + self.pruning_partners(),
             // Copies 0 and 1 are the data-order stability's.
             Task::Interpolate { .. } => 0,
             Task::Instability { ks, .. } => {
                 ks.iter().map(|k| 2 * (t - k)).sum::<u64>() + ks.iter().max().copied().unwrap_or(0)
             }
         }
+    }
+
+    /// Training iterations of a pruning stability's dense partners (the full network from W_k
+    /// with each copy's data order, shared by the IMP and the random subnetwork): one per sample,
+    /// less the first at k = 0, which is the dense level itself. 0 for other tasks.
+    pub fn pruning_partners(&self) -> u64 {
+        let Task::Stability { kind: StabilityKind::Pruning, samples, .. } = self else { return 0 };
+        let (t, k) = (self.train().iterations, self.rewind());
+        let partners = *samples as u64 - u64::from(k == 0);
+        partners * (t - k)
     }
 
     /// Examples passed forward for evaluation besides the one test evaluation per job (the
@@ -136,6 +147,16 @@ pub fn planned_iterations(tasks: &[Task], i: usize) -> u64 {
         })
     {
         return t.iterations() - spec.train.iterations;
+    }
+    // A pruning stability after the data-order stability of the same level with as many copies
+    // reuses them: only its dense partners are left to train.
+    if let Task::Stability { spec, level, kind: StabilityKind::Pruning, samples } = t
+        && tasks[..i].iter().any(|e| {
+            matches!(e, Task::Stability { spec: s, level: l, kind: StabilityKind::DataOrder, samples: n }
+                if s == spec && l == level && n >= samples)
+        })
+    {
+        return t.pruning_partners();
     }
     t.iterations()
 }

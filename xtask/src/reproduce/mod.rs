@@ -1346,4 +1346,25 @@ mod tests {
         let fig3 = plan("fig3", "lenet", Scale::Small);
         assert!(!fig3.iter().any(|t| matches!(t, Task::Lottery { levels: 0, .. })));
     }
+
+    /// fig4's pruning stability (one sample) follows the data-order copies of its level and
+    /// trains only the dense partner from W_k, none at k = 0 (the dense level is the partner):
+    /// the plan says so instead of counting the copies again.
+    #[test]
+    fn a_pruning_stability_counts_only_its_dense_partner() {
+        let tasks = plan("fig4", "resnet18-standard", Scale::Small);
+        let mut seen = Vec::new();
+        for (i, t) in tasks.iter().enumerate() {
+            if let Task::Stability { kind: lt_lottery::StabilityKind::Pruning, spec, .. } = t {
+                let (tt, k) = (spec.train.iterations, spec.rewind);
+                assert_eq!(figures::planned_iterations(&tasks, i), if k == 0 { 0 } else { tt - k }, "k = {k}");
+                seen.push(k);
+            }
+        }
+        assert_eq!(seen, [0, 50, 200, 0, 50, 200]);
+        // Alone, it trains its copies too: the IMP level's run is copy 0, the random one is not.
+        let pruning = |t: &&Task| matches!(t, Task::Stability { kind: lt_lottery::StabilityKind::Pruning, .. });
+        let alone = [tasks.iter().filter(pruning).find(|t| t.rewind() == 50).unwrap().clone()];
+        assert_eq!(figures::planned_iterations(&alone, 0), 2 * 450);
+    }
 }
