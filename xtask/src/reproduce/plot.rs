@@ -449,11 +449,20 @@ impl Figure {
                     stroke(GREY, 1.5),
                 ))?
                 .label(&band.name)
-                .legend(move |(x, y)| {
-                    Rectangle::new(
-                        [(x, y - (5.0 * k) as i32), (x + (20.0 * k) as i32, y + (5.0 * k) as i32)],
-                        rgb(GREY).mix(0.3).filled(),
-                    )
+                .legend({
+                    // The sample: the dashed mean line, over a grey box where the band has a range.
+                    let (style, ranged) = (stroke(GREY, 1.5), band.hi > band.lo);
+                    move |(x, y): (i32, i32)| {
+                        let at = |v: f64| ((v * k) as i32, 0);
+                        let half = if ranged { (5.0 * k) as i32 } else { 0 };
+                        EmptyElement::at((x, y))
+                            + Rectangle::new(
+                                [(0, -half), ((20.0 * k) as i32, half)],
+                                rgb(GREY).mix(if ranged { 0.3 } else { 0.0 }).filled(),
+                            )
+                            + PathElement::new(vec![at(0.0), at(8.0)], style)
+                            + PathElement::new(vec![at(12.0), at(20.0)], style)
+                    }
                 });
         }
         let categorical = !c.categories.is_empty();
