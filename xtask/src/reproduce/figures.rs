@@ -142,7 +142,7 @@ pub fn planned_iterations(tasks: &[Task], i: usize) -> u64 {
         && *levels > 0
         && tasks[..i].iter().any(|e| match e {
             Task::Lottery { spec: s, levels: 0 } => s.shares_dense_level(spec),
-            Task::Lottery { spec: s, .. } | Task::Branch { spec: s, .. } => s.train == spec.train && s != spec,
+            Task::Lottery { spec: s, .. } | Task::Branch { spec: s, .. } => s.shares_dense_level(spec) && s != spec,
             _ => false,
         })
     {

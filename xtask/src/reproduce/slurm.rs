@@ -4,12 +4,12 @@
 //! `--task N` (N as the plan prints it). Tasks form a dependency graph (a lottery run or a branch
 //! needs the dense-level task of its training, where the plan has several runs of it; a branch, a
 //! stability measurement or an interpolation needs its lottery run; an interpolation needs the
-//! data-order copies), cut into waves: wave 0 holds the tasks that need nothing unfinished, wave w those whose
-//! needs are all in earlier waves. Each wave is one job array (`--array=` the task numbers), held
-//! back by `--dependency=afterok:` on exactly the array elements its tasks need, and a last job
-//! renders the figure once every wave has succeeded. `--kill-on-invalid-dep=yes` cancels what can
-//! no longer run after a failure, so the queue drains and a second submission (which queues only
-//! what the store does not hold yet) starts clean.
+//! data-order copies), cut into waves: wave 0 holds the tasks that need nothing unfinished, wave
+//! w those whose needs are all in earlier waves. Each wave is one job array (`--array=` the task
+//! numbers), held back by `--dependency=afterok:` on exactly the array elements its tasks need,
+//! and a last job renders the figure once every wave has succeeded. `--kill-on-invalid-dep=yes`
+//! cancels what can no longer run after a failure, so the queue drains and a second submission
+//! (which queues only what the store does not hold yet) starts clean.
 //!
 //! Jobs are safe to repeat and to run side by side: the store's per-job locks keep two workers
 //! off the same training run, and a job that finds its work done exits at once. A job stopped by
